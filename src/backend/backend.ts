@@ -1,0 +1,137 @@
+// Backend selection: the one module that imports the optional tfjs-node(-gpu) packages. Only the CLI entry and the
+// test setup call `useBackend`; model code is backend-agnostic and only ever sees `@tensorflow/tfjs`.
+import * as tf from '@tensorflow/tfjs';
+import { SdtrainError } from '../errors.js';
+import { registerWasmKernels } from './kernels/index.js';
+
+export const BACKEND_REQUESTS = ['auto', 'gpu', 'node', 'wasm', 'cpu'] as const;
+export type BackendRequest = (typeof BACKEND_REQUESTS)[number];
+export type ConcreteBackend = Exclude<BackendRequest, 'auto'>;
+
+/**
+ * The wasm heap is 32-bit: every live tensor together must fit in 4 GiB (measured on this machine). We leave room for
+ * the allocator's fragmentation and the kernels' scratch buffers, so a job estimated above this budget goes to `cpu`.
+ */
+export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
+export const WASM_BUDGET_BYTES = Math.floor(WASM_HEAP_BYTES * 0.85);
+
+export interface BackendChoice {
+  /** What the user asked for. */
+  requested: BackendRequest;
+  /** What we got. */
+  backend: ConcreteBackend;
+  /** The tfjs backend name (`tensorflow` for both node packages). */
+  tfjsName: string;
+  /** Why `auto` skipped candidates, in order (one line each), or why it fell back. */
+  notes: string[];
+}
+
+const INSTALL: Record<ConcreteBackend, string> = {
+  gpu: 'npm install @tensorflow/tfjs-node-gpu@4.22.0   (needs CUDA 11.2 + cuDNN 8.1 and network access at install)',
+  node: 'npm install @tensorflow/tfjs-node@4.22.0   (its install script downloads libtensorflow)',
+  wasm: 'npm install @tensorflow/tfjs-backend-wasm@4.22.0',
+  cpu: 'npm install @tensorflow/tfjs@4.22.0',
+};
+
+export class BackendUnavailableError extends SdtrainError {
+  constructor(
+    readonly backend: ConcreteBackend,
+    reason: string,
+  ) {
+    super(`backend '${backend}' is not available: ${reason}. Install it with: ${INSTALL[backend]}`);
+  }
+}
+
+// Why dynamic imports through a variable: TypeScript must not require the optional packages to be installed.
+const importOptional = (name: string): Promise<unknown> => import(name);
+
+async function load(backend: ConcreteBackend): Promise<string> {
+  switch (backend) {
+    case 'gpu':
+      await importOptional('@tensorflow/tfjs-node-gpu');
+      return 'tensorflow';
+    case 'node':
+      await importOptional('@tensorflow/tfjs-node');
+      return 'tensorflow';
+    case 'wasm':
+      await import('@tensorflow/tfjs-backend-wasm');
+      registerWasmKernels();
+      return 'wasm';
+    case 'cpu':
+      return 'cpu';
+  }
+}
+
+function shortReason(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  if (/Cannot find (package|module)/.test(msg)) return 'not installed';
+  return msg.split('\n')[0]!.slice(0, 200);
+}
+
+async function activate(backend: ConcreteBackend): Promise<string> {
+  let name: string;
+  try {
+    name = await load(backend);
+  } catch (e) {
+    throw new BackendUnavailableError(backend, shortReason(e));
+  }
+  const ok = await tf.setBackend(name);
+  if (!ok) throw new BackendUnavailableError(backend, `tfjs could not initialise the '${name}' backend`);
+  await tf.ready();
+  if (name === 'cpu') {
+    // Why: the cpu backend prints a "looks like you are running TensorFlow.js in Node.js" banner on its first write.
+    // Library code never prints; the CLI already says which backend it got and how to get a faster one.
+    (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+  }
+  return name;
+}
+
+export interface UseBackendOptions {
+  /** Estimated peak bytes of all live tensors of the job; `auto` avoids wasm when it cannot fit. */
+  estimatedBytes?: number;
+}
+
+/** Select and initialise a backend. `auto` tries gpu, node, wasm (if the job fits its heap), then cpu. */
+export async function useBackend(requested: BackendRequest, opts: UseBackendOptions = {}): Promise<BackendChoice> {
+  if (requested !== 'auto') {
+    const tfjsName = await activate(requested);
+    return { requested, backend: requested, tfjsName, notes: [] };
+  }
+  const notes: string[] = [];
+  for (const candidate of ['gpu', 'node', 'wasm', 'cpu'] as const) {
+    if (candidate === 'wasm' && opts.estimatedBytes !== undefined && opts.estimatedBytes > WASM_BUDGET_BYTES) {
+      notes.push(
+        `wasm skipped: the job needs about ${formatBytes(opts.estimatedBytes)}, more than wasm's 4 GiB heap allows; ` +
+          `using the cpu backend (no cap, much slower; install @tensorflow/tfjs-node-gpu for speed)`,
+      );
+      continue;
+    }
+    try {
+      const tfjsName = await activate(candidate);
+      return { requested, backend: candidate, tfjsName, notes };
+    } catch (e) {
+      if (candidate === 'cpu') throw e;
+      if (candidate !== 'wasm' || !(e instanceof BackendUnavailableError)) notes.push(`${candidate}: ${shortReason(e)}`);
+      else notes.push(`${candidate}: ${e.message}`);
+    }
+  }
+  throw new Error('unreachable');
+}
+
+/** Parse `--backend` / `SDTRAIN_BACKEND`; flags win over the environment. */
+export function parseBackendRequest(value: string | undefined, source: string): BackendRequest {
+  const v = (value ?? 'auto').trim().toLowerCase();
+  if ((BACKEND_REQUESTS as readonly string[]).includes(v)) return v as BackendRequest;
+  throw new SdtrainError(`${source}: unknown backend '${value}' (expected one of ${BACKEND_REQUESTS.join(', ')})`);
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}

@@ -1,0 +1,43 @@
+// Typed errors. Library code throws these; `src/cli/errors.ts` maps them to one readable line and an exit code.
+
+/** Base class: an error whose message is written for the user (one line, names the file/key/line at fault). */
+export class SdtrainError extends Error {
+  /** Process exit code the CLI uses for this kind of error. */
+  readonly exitCode: number = 1;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A file (tensor container, image, caption, ...) that is malformed or unreadable. */
+export class FormatError extends SdtrainError {
+  constructor(
+    readonly file: string,
+    detail: string,
+    readonly key?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${file}${key !== undefined ? ` [${key}]` : ''}: ${detail}`, options);
+  }
+}
+
+/** A pickle that asks for something other than the tensors/containers torch.save writes. Nothing was executed. */
+export class UnsafePickleError extends FormatError {
+  constructor(
+    file: string,
+    readonly global: string,
+  ) {
+    super(file, `refusing to load: the pickle names '${global}', which is not on the allow-list of torch.save types (nothing was executed)`);
+  }
+}
+
+/** A configuration value that is wrong; the message names the file, the key and the line. */
+export class ConfigError extends SdtrainError {
+  override readonly exitCode: number = 2;
+}
+
+/** The wasm backend ran out of its 32-bit heap. */
+export class WasmOutOfMemoryError extends SdtrainError {
+  override readonly exitCode: number = 3;
+}
