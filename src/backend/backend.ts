@@ -1,7 +1,7 @@
 // Backend selection: the one module that imports the optional tfjs-node(-gpu) packages. Only the CLI entry and the
 // test setup call `useBackend`; model code is backend-agnostic and only ever sees `@tensorflow/tfjs`.
 import * as tf from '@tensorflow/tfjs';
-import { SdtrainError } from '../errors.js';
+import { SdtrainError, WasmOutOfMemoryError } from '../errors.js';
 import { registerWasmKernels } from './kernels/index.js';
 
 export const BACKEND_REQUESTS = ['auto', 'gpu', 'node', 'wasm', 'cpu'] as const;
@@ -36,7 +36,7 @@ const INSTALL: Record<ConcreteBackend, string> = {
 export class BackendUnavailableError extends SdtrainError {
   constructor(
     readonly backend: ConcreteBackend,
-    reason: string,
+    readonly reason: string,
   ) {
     super(`backend '${backend}' is not available: ${reason}. Install it with: ${INSTALL[backend]}`);
   }
@@ -111,8 +111,7 @@ export async function useBackend(requested: BackendRequest, opts: UseBackendOpti
       return { requested, backend: candidate, tfjsName, notes };
     } catch (e) {
       if (candidate === 'cpu') throw e;
-      if (candidate !== 'wasm' || !(e instanceof BackendUnavailableError)) notes.push(`${candidate}: ${shortReason(e)}`);
-      else notes.push(`${candidate}: ${e.message}`);
+      notes.push(`${candidate}: ${e instanceof BackendUnavailableError ? e.reason : shortReason(e)}`);
     }
   }
   throw new Error('unreachable');
@@ -134,4 +133,28 @@ export function formatBytes(n: number): string {
     i++;
   }
   return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+/**
+ * Turn wasm's bare "memory access out of bounds" (what an allocation beyond the 32-bit heap looks like) into an
+ * error that says what happened and what to do. Other errors pass through unchanged.
+ */
+export function explainBackendError(e: unknown): unknown {
+  const msg = e instanceof Error ? e.message : String(e);
+  const wasmOom = /memory access out of bounds|Cannot enlarge memory|Aborted\(OOM\)|out of memory/i.test(msg);
+  // A trap inside the wasm module is a WebAssembly.RuntimeError.
+  const wasmTrap = e instanceof Error && e.constructor.name === 'RuntimeError';
+  if (!wasmOom || (tf.getBackend() !== 'wasm' && !wasmTrap)) return e;
+  let live = '';
+  try {
+    live = ` (${formatBytes(tf.memory().numBytes)} of tensors were live)`;
+  } catch {
+    // the engine may be unusable after the trap; the message is still right
+  }
+  return new WasmOutOfMemoryError(
+    `the wasm backend ran out of memory: its heap is 32-bit, capped at 4 GiB for all tensors together${live}. ` +
+      `Use --backend cpu (no cap, slower), a smaller batch or resolution, attention slicing, ` +
+      `or install @tensorflow/tfjs-node-gpu`,
+    { cause: e },
+  );
 }

@@ -1,0 +1,6 @@
+// Every command, in one explicit list (no directory magic: yargs' commandDir does not work under ESM).
+import type { CommandModule } from 'yargs';
+import { inspect } from './inspect.js';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: CommandModule<any, any>[] = [inspect];
