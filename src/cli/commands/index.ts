@@ -1,6 +1,8 @@
 // Every command, in one explicit list (no directory magic: yargs' commandDir does not work under ESM).
 import type { CommandModule } from 'yargs';
+import { config } from './config.js';
 import { inspect } from './inspect.js';
+import { tokenize } from './tokenize.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [inspect];
+export const commands: CommandModule<any, any>[] = [inspect, tokenize, config];
