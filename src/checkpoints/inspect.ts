@@ -6,8 +6,7 @@ import { FormatError } from '../errors.js';
 import type { TensorInfo } from '../formats/dtype.js';
 import { readPngEmbedding } from '../formats/png_embedding.js';
 import { isPng, readPngText } from '../formats/png_text.js';
-import { SafetensorsFile } from '../formats/safetensors.js';
-import { openTorchFile } from '../formats/torch.js';
+import { openTensorFile, sniffTensorFile } from '../formats/tensor_file.js';
 import { detect, familyLabel, type Detection } from './detect.js';
 
 export type ContainerFormat = 'safetensors' | 'torch-zip' | 'png' | 'diffusers-folder';
@@ -29,18 +28,13 @@ export interface FileReport {
 /** Peek at the first bytes and decide the container. */
 export async function sniffFormat(path: string): Promise<Exclude<ContainerFormat, 'diffusers-folder'>> {
   const fh = await open(path, 'r');
+  const head = Buffer.alloc(8);
+  const { bytesRead } = await fh.read(head, 0, 8, 0).finally(() => fh.close());
+  if (isPng(head.subarray(0, bytesRead))) return 'png';
   try {
-    const head = Buffer.alloc(16);
-    const { bytesRead } = await fh.read(head, 0, 16, 0);
-    const b = head.subarray(0, bytesRead);
-    if (isPng(b)) return 'png';
-    if (b.length >= 4 && b.readUInt32LE(0) === 0x04034b50) return 'torch-zip';
-    // A raw pickle (protocol 2: 0x80 0x02) is the legacy torch format; the torch reader explains it.
-    if (b.length >= 2 && b[0] === 0x80) return 'torch-zip';
-    if (b.length >= 9 && b[8] === 0x7b /* '{' */) return 'safetensors';
+    return (await sniffTensorFile(path)) === 'safetensors' ? 'safetensors' : 'torch-zip';
+  } catch {
     throw new FormatError(path, 'not a recognised file: expected .safetensors, a PyTorch .pt/.ckpt/.bin, a PNG, or a diffusers folder');
-  } finally {
-    await fh.close();
   }
 }
 
@@ -83,21 +77,11 @@ function toPlain(v: unknown): unknown {
 async function inspectFile(path: string): Promise<FileReport> {
   const bytes = (await stat(path)).size;
   const format = await sniffFormat(path);
-  if (format === 'safetensors') {
-    const f = await SafetensorsFile.open(path);
+  if (format !== 'png') {
+    const f = await openTensorFile(path);
     try {
-      const detection = detect({ tensors: f.tensors, metadata: f.metadata });
+      const detection = detect({ tensors: f.tensors, metadata: f.metadata, scalars: topLevelScalars(f.root) });
       return { path, format, bytes, ...summarise(f.tensors), metadata: f.metadata, detection };
-    } finally {
-      await f.close();
-    }
-  }
-  if (format === 'torch-zip') {
-    const f = await openTorchFile(path);
-    try {
-      const scalars = topLevelScalars(f.root);
-      const detection = detect({ tensors: f.tensors, metadata: {}, scalars });
-      return { path, format, bytes, ...summarise(f.tensors), metadata: {}, detection };
     } finally {
       await f.close();
     }
