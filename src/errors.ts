@@ -41,3 +41,32 @@ export class ConfigError extends SdtrainError {
 export class WasmOutOfMemoryError extends SdtrainError {
   override readonly exitCode: number = 3;
 }
+
+/**
+ * A checkpoint whose tensors do not fit the model: keys the model needs that the file lacks, tensors the file has that
+ * the model does not know, and tensors of the wrong shape, all collected before anything is loaded.
+ */
+export class CheckpointMismatchError extends SdtrainError {
+  constructor(
+    readonly file: string,
+    readonly component: string,
+    readonly missing: readonly string[],
+    readonly unexpected: readonly string[],
+    /** "key (file [a, b], model expects [c, d])" */
+    readonly misshaped: readonly string[],
+  ) {
+    const parts = [
+      listSome(missing, (n) => `missing ${n}`),
+      listSome(unexpected, (n) => `unexpected ${n}`),
+      listSome(misshaped, (n) => `${n} with the wrong shape`),
+    ].filter((s) => s !== '');
+    super(`${file}: the ${component} weights do not match the model: ${parts.join('; ')}`);
+  }
+}
+
+/** "missing 12 keys: a, b, c, … and 9 more" ('' for none). */
+function listSome(keys: readonly string[], phrase: (count: string) => string, shown = 3): string {
+  if (keys.length === 0) return '';
+  const more = keys.length > shown ? `, … and ${keys.length - shown} more` : '';
+  return `${phrase(`${keys.length} key${keys.length === 1 ? '' : 's'}`)}: ${keys.slice(0, shown).join(', ')}${more}`;
+}

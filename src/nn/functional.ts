@@ -31,9 +31,17 @@ export interface AttentionOptions {
   mask?: tf.Tensor;
   /**
    * Compute the scores for at most this many query rows at a time. Bounds peak memory at
-   * O(sliceSize · Tk) per head instead of O(Tq · Tk) (a 64x64 latent has 4096 tokens); identical results.
+   * O(sliceSize · Tk) per head instead of O(Tq · Tk) (a 64x64 latent has 4096 tokens); the same results up to
+   * the last bits (see `mapSliceSize`).
    */
   sliceSize?: number;
+  /**
+   * Compute at most this many of the B·heads attention maps at a time (diffusers' `set_attention_slice` semantics).
+   * Bounds peak memory at O(mapSliceSize · Tq · Tk). Unlike `sliceSize`, each chunk runs the very same per-map
+   * matmuls as the unsliced call, so the results are bit-identical on the cpu and wasm backends (query-row chunks can
+   * differ in the last bits there: wasm's batched matmul rounds differently when the row count changes).
+   */
+  mapSliceSize?: number;
   /** Scale applied to q before Q·Kᵀ (default head_dim^-0.5). */
   scale?: number;
 }
@@ -46,28 +54,47 @@ export function attention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads:
   const tk = k.shape[1];
   const d = c / heads;
   const scale = opts.scale ?? 1 / Math.sqrt(d);
-  const split = (x: tf.Tensor3D, t: number) =>
+  const split = (x: tf.Tensor3D, t: number): tf.Tensor3D =>
     x.reshape([b, t, heads, d]).transpose([0, 2, 1, 3]).reshape([b * heads, t, d]); // [B*H, T, D]
   const qh = split(q, tq).mul(scale) as tf.Tensor3D;
   const kh = split(k, tk);
-  const vh = split(v, tk);
-  const attend = (qs: tf.Tensor3D, row0: number): tf.Tensor3D => {
-    let s = tf.matMul(qs, kh, false, true); // [B*H, tq', Tk]
-    const m = opts.mask;
+  // V is kept transposed ([B*H, D, Tk]) so that both matmuls are `matMul(x, y, false, true)`. Why: wasm's
+  // batched matmul without transposeB rounds differently depending on how many matrices one call gets, which
+  // would make `mapSliceSize` change the last bits; with transposeB it does not (measured; same speed, same
+  // unsliced result).
+  const vh = split(v, tk).transpose([0, 2, 1]) as tf.Tensor3D; // [B*H, D, Tk]
+  const maps = b * heads;
+  const attend = (qs: tf.Tensor3D, ks: tf.Tensor3D, vs: tf.Tensor3D, m: tf.Tensor | undefined, row0: number): tf.Tensor3D => {
+    let s = tf.matMul(qs, ks, false, true); // [maps', tq', Tk]
     if (m) {
       // the mask's query axis is the second to last; take the rows of this slice
       const rows = qs.shape[1];
       s = s.add(rows === tq ? m : m.slice([...m.shape.slice(0, -2).map(() => 0), row0, 0], [...m.shape.slice(0, -2), rows, tk]));
     }
-    return tf.matMul(tf.softmax(s, -1), vh); // [B*H, tq', D]
+    return tf.matMul(tf.softmax(s, -1), vs, false, true); // [maps', tq', D]
   };
-  const slice = opts.sliceSize && opts.sliceSize < tq ? opts.sliceSize : tq;
-  let out: tf.Tensor3D;
-  if (slice === tq) out = attend(qh, 0);
-  else {
+  const attendRows = (qs: tf.Tensor3D, ks: tf.Tensor3D, vs: tf.Tensor3D, m: tf.Tensor | undefined): tf.Tensor3D => {
+    const slice = opts.sliceSize && opts.sliceSize < tq ? opts.sliceSize : tq;
+    if (slice === tq) return attend(qs, ks, vs, m, 0);
+    const n = qs.shape[0];
     const parts: tf.Tensor3D[] = [];
-    for (let i = 0; i < tq; i += slice) parts.push(attend(qh.slice([0, i, 0], [b * heads, Math.min(slice, tq - i), d]), i));
-    out = tf.concat(parts, 1);
+    for (let i = 0; i < tq; i += slice) parts.push(attend(qs.slice([0, i, 0], [n, Math.min(slice, tq - i), d]), ks, vs, m, i));
+    return tf.concat(parts, 1);
+  };
+  const mapSlice = opts.mapSliceSize && opts.mapSliceSize < maps ? opts.mapSliceSize : maps;
+  let out: tf.Tensor3D;
+  if (mapSlice === maps) out = attendRows(qh, kh, vh, opts.mask);
+  else {
+    const m = opts.mask;
+    // a mask with one entry per map is sliced along with the maps; a broadcast one (leading 1 or rank < 3) is shared
+    const perMap = m !== undefined && m.rank === 3 && m.shape[0] === maps && maps > 1;
+    const parts: tf.Tensor3D[] = [];
+    for (let i = 0; i < maps; i += mapSlice) {
+      const n = Math.min(mapSlice, maps - i);
+      const take = (x: tf.Tensor3D): tf.Tensor3D => x.slice([i, 0, 0], [n, x.shape[1], x.shape[2]]); // [n, ·, ·]
+      parts.push(attendRows(take(qh), take(kh), take(vh), perMap ? take(m as tf.Tensor3D) : m));
+    }
+    out = tf.concat(parts, 0); // [B*H, Tq, D]
   }
   return out.reshape([b, heads, tq, d]).transpose([0, 2, 1, 3]).reshape([b, tq, c]); // [B, Tq, H*D]
 }

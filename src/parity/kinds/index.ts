@@ -1,0 +1,11 @@
+// The case kinds the parity runner supports: an explicit list (like tfjs' register_all_kernels.ts). A new kind is
+// one handler file plus one line here.
+import type { KindHandler } from '../types.js';
+import { textEncoderKind } from './text_encoder.js';
+import { tokenizerKind } from './tokenizer.js';
+import { unetKind } from './unet.js';
+import { vaeDecodeKind, vaeEncodeKind } from './vae.js';
+
+export const KIND_HANDLERS: readonly KindHandler[] = [tokenizerKind, textEncoderKind, unetKind, vaeEncodeKind, vaeDecodeKind];
+
+export const KINDS: ReadonlyMap<string, KindHandler> = new Map(KIND_HANDLERS.map((h) => [h.kind, h]));
