@@ -84,6 +84,7 @@ describe.runIf(hasShared)('UNet2DConditionModel on tiny-sd1', () => {
       // batch 2 × 8 heads = 16 maps per attention
       const sliced = unet.forward(sample, t, ctx, { attentionSliceSize: slice });
       const err = await maxAbsDiff(full, sliced);
+      report(`unet attentionSliceSize ${slice} vs unsliced`, err, 1e-6);
       expect(err).toBeLessThanOrEqual(1e-6);
       sliced.dispose();
     }
@@ -120,7 +121,9 @@ describe('Attention slicing at 64×64 tokens', () => {
     const full = attn.forward(x);
     for (const slice of [1, 3]) {
       const sliced = attn.forward(x, undefined, { attentionSliceSize: slice });
-      expect(await maxAbsDiff(full, sliced)).toBeLessThanOrEqual(1e-6);
+      const err = await maxAbsDiff(full, sliced);
+      report(`64x64-token attention, slice ${slice} vs unsliced`, err, 1e-6);
+      expect(err).toBeLessThanOrEqual(1e-6);
       sliced.dispose();
     }
     tf.dispose([x, full]);
