@@ -68,7 +68,25 @@ describe.runIf(hasShared)('parity runner on shared/fixtures', () => {
       }
     }
     const ran = report.cases.filter((c) => c.status === 'ran').map((c) => c.case);
-    expect(ran).toEqual(['tokenizer', 'text_encoder', 'unet', 'unet_oddsize', 'vae_encode', 'vae_decode']);
+    expect(ran).toEqual([
+      'tokenizer',
+      'text_encoder',
+      'unet',
+      'unet_oddsize',
+      'vae_encode',
+      'vae_decode',
+      'sched_tables',
+      'sched_ddim',
+      'sched_euler',
+      'sched_dpmpp_2m_karras',
+      'sched_pndm',
+      'sched_dpmpp_2m',
+      'sched_euler_ancestral',
+      'sched_ddim_eta1',
+      'sched_ddpm',
+      'sched_add_noise',
+      'torch_rng',
+    ]);
 
     expect(report.tokenizerCases).toBeDefined();
     expect(report.tokenizerCases!.mismatches).toEqual([]);

@@ -111,7 +111,7 @@ dump(os.path.join(case_dir, 'tok_sd2ish.json'), {'case': 'tok_sd2ish', 'kind': '
      'args': {'prompts': prompts}, 'inputs': {}, 'outputs': {'input_ids': {'key': 'outputs/input_ids', 'shape': list(exp.shape), 'dtype': 'int64'}}})
 
 # a kind the runner does not know yet, and a JSON that is not a case
-dump(os.path.join(case_dir, 'sched_x.json'), {'case': 'sched_x', 'kind': 'scheduler_trajectory', 'model_dir': 'sd2ish', 'inputs': {}, 'outputs': {}})
+dump(os.path.join(case_dir, 'sched_x.json'), {'case': 'sched_x', 'kind': 'no_such_kind', 'model_dir': 'sd2ish', 'inputs': {}, 'outputs': {}})
 dump(os.path.join(case_dir, 'module_table.json'), {'modules': []})
 print(json.dumps({'ok': True}))
 `;
