@@ -25,6 +25,11 @@ export class Attention extends Module {
   readonly to_v: Linear;
   /** `[Linear, null]`: the null keeps PyTorch's ModuleList index (`to_out.1` is a Dropout), so weights are `to_out.0.*`. */
   readonly to_out: [Linear, null];
+  /**
+   * Optional hook on the context before the key/value projections: returns [context for to_k, context for to_v]
+   * (A1111 hypernetworks, set by src/hypernetwork/apply.ts). Default none. The query never goes through it.
+   */
+  kvTransform?: (context: tf.Tensor3D) => [tf.Tensor3D, tf.Tensor3D];
 
   constructor(
     queryDim: number,
@@ -46,9 +51,10 @@ export class Attention extends Module {
   /** x [B, T, C], context [B, S, C_ctx] (defaults to x) → [B, T, C]. Scale is head_dim^-0.5. */
   forward(x: tf.Tensor3D, context?: tf.Tensor3D, opts: AttentionCallOptions = {}): tf.Tensor3D {
     const kv = context ?? x;
+    const [kvK, kvV] = this.kvTransform ? this.kvTransform(kv) : [kv, kv]; // hypernetworks; q is never transformed
     const q = this.to_q.forward(x); // [B, T, H·D]
-    const k = this.to_k.forward(kv); // [B, S, H·D]
-    const v = this.to_v.forward(kv); // [B, S, H·D]
+    const k = this.to_k.forward(kvK); // [B, S, H·D]
+    const v = this.to_v.forward(kvV); // [B, S, H·D]
     const out = attention(q, k, v, this.heads, { mapSliceSize: opts.attentionSliceSize }); // [B, T, H·D]
     return this.to_out[0].forward(out); // [B, T, C]
   }
