@@ -75,7 +75,7 @@ function maxIndex(names: string[], re: RegExp): number {
 
 export function detect(listing: Listing): Detection {
   const { tensors, metadata } = listing;
-  const scalars = listing.scalars ?? {};
+  const scalars: Record<string, unknown> = { ...(listing.scalars ?? {}) };
   const names = tensors.map((t) => t.name);
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const shape: ShapeOf = (n) => byName.get(n)?.shape;
@@ -142,17 +142,20 @@ export function detect(listing: Listing): Detection {
   }
 
   // --- hypernetwork (A1111): integer keys = context widths, each a (k, v) pair of MLP state dicts ---
-  if (some(/^\d+\.[01]\.linear(\.\d+|\d)\.(weight|bias)$/)) {
+  // (`.pt`: `<width>.<0|1>.linear.N.*` from the (k, v) tuple; our `.safetensors`: `<width>.<k|v>.linear.N.*`.)
+  if (some(/^\d+\.([01]|k|v)\.linear(\.\d+|\d)\.(weight|bias)$/)) {
     const sizes = [...new Set(names.map((n) => /^(\d+)\./.exec(n)?.[1]).filter((s): s is string => !!s))].map(Number).sort((a, b) => a - b);
     const legacy = some(/^\d+\.[01]\.linear\d\./);
+    const ours = metadata['sdtrain.format'] === 'hypernetwork';
+    if (ours) Object.assign(scalars, JSON.parse(metadata['sdtrain.hypernetwork'] ?? '{}') as Record<string, unknown>);
     const layerStructure = scalars.layer_structure;
     const activation = scalars.activation_func;
     return {
       kind: 'hypernetwork',
-      layout: 'a1111',
+      layout: ours ? 'sdtrain' : 'a1111',
       variant: legacy ? 'legacy' : undefined,
       summary:
-        `Hypernetwork (A1111${legacy ? ', first 2022 layout' : ''}): widths ${sizes.join('/')}` +
+        `Hypernetwork (${ours ? 'sdtrain .safetensors, A1111 settings' : 'A1111'}${legacy ? ', first 2022 layout' : ''}): widths ${sizes.join('/')}` +
         (layerStructure !== undefined ? `, layer_structure ${JSON.stringify(layerStructure)}` : '') +
         (activation !== undefined ? `, activation ${String(activation)}` : '') +
         (scalars.is_layer_norm === true ? ', layer norm' : '') +

@@ -76,4 +76,11 @@ describe('small cases', () => {
     const d = detect({ tensors: [t('unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight', [4, 320])], metadata: {} });
     expect([d.kind, d.layout]).toEqual(['lora', 'diffusers-legacy']);
   });
+  it('our hypernetwork .safetensors (settings in metadata)', () => {
+    const d = detect({
+      tensors: [t('32.k.linear.0.weight', [64, 32]), t('32.k.linear.0.bias', [64]), t('32.v.linear.0.weight', [64, 32])],
+      metadata: { 'sdtrain.format': 'hypernetwork', 'sdtrain.hypernetwork': JSON.stringify({ layer_structure: [1, 2, 1], activation_func: 'relu' }) },
+    });
+    expect([d.kind, d.layout, d.details.sizes, d.details.activation_func]).toEqual(['hypernetwork', 'sdtrain', [32], 'relu']);
+  });
 });
