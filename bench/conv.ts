@@ -37,11 +37,12 @@ interface ConvShape {
   pad: 'same' | [[number, number], [number, number], [number, number], [number, number]];
 }
 
-/** U-Net convs: ResNet-block 3x3s at the 64/32/16 latent levels, the stride-2 downsample, a 1x1 skip projection. */
+/** U-Net convs: ResNet-block 3x3s at the 64/32/16/8 latent levels, the stride-2 downsample, a 1x1 skip projection. */
 export const CONV_SHAPES: ConvShape[] = [
   { x: [2, 64, 64, 320], k: 3, cout: 320, stride: 1, pad: 'same' },
   { x: [2, 32, 32, 640], k: 3, cout: 640, stride: 1, pad: 'same' },
   { x: [2, 16, 16, 1280], k: 3, cout: 1280, stride: 1, pad: 'same' },
+  { x: [2, 8, 8, 1280], k: 3, cout: 1280, stride: 1, pad: 'same' },
   // SD's Downsample2D: stride 2 with padding (0, 1) on each spatial axis.
   { x: [2, 64, 64, 320], k: 3, cout: 320, stride: 2, pad: [[0, 0], [0, 1], [0, 1], [0, 0]] },
   { x: [2, 32, 32, 640], k: 1, cout: 320, stride: 1, pad: 'same' },
@@ -133,7 +134,17 @@ export function benchConv(opts: BenchOptions = {}): BenchRow[] {
     try {
       opts.onStart?.(`conv fwd ${shape}`);
       const fwdMs = time(() => tf.conv2d(x, w, s.stride, s.pad), runs);
-      rows.push({ op: 'conv fwd', shape, flops, ms: fwdMs, gflops: gflops(flops, fwdMs) });
+      const fwdRow: BenchRow = { op: 'conv fwd', shape, flops, ms: fwdMs, gflops: gflops(flops, fwdMs) };
+      if (stockAvailable) {
+        opts.onStart?.(`conv fwd (stock) ${shape}`);
+        // A fresh filter, so the stock kernel's one run includes packing it, as ours (and training) always does.
+        const wFresh = tf.add(w, 0); // new data: the stock kernel caches its packed filter per tensor
+        const fwdAttrs = { ...attrs, dilations: 1 } as tf.NamedAttrMap;
+        fwdRow.stockMs = timeStock('Conv2D', { x, filter: wFresh }, fwdAttrs);
+        fwdRow.stockGflops = gflops(flops, fwdRow.stockMs);
+        wFresh.dispose();
+      }
+      rows.push(fwdRow);
 
       opts.onStart?.(`conv dW ${shape}`);
       const dwMs = time(

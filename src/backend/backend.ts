@@ -2,7 +2,8 @@
 // test setup call `useBackend`; model code is backend-agnostic and only ever sees `@tensorflow/tfjs`.
 import * as tf from '@tensorflow/tfjs';
 import { SdtrainError, WasmOutOfMemoryError } from '../errors.js';
-import { registerWasmKernels } from './kernels/index.js';
+import { registerCpuKernelFixes, registerWasmKernels } from './kernels/index.js';
+import { prepareWasmThreads } from './kernels/wasm_threads.js';
 
 export const BACKEND_REQUESTS = ['auto', 'gpu', 'node', 'wasm', 'cpu'] as const;
 export type BackendRequest = (typeof BACKEND_REQUESTS)[number];
@@ -45,7 +46,7 @@ export class BackendUnavailableError extends SdtrainError {
 // Why dynamic imports through a variable: TypeScript must not require the optional packages to be installed.
 const importOptional = (name: string): Promise<unknown> => import(name);
 
-async function load(backend: ConcreteBackend): Promise<string> {
+async function load(backend: ConcreteBackend, wasmThreads: number): Promise<string> {
   switch (backend) {
     case 'gpu':
       await importOptional('@tensorflow/tfjs-node-gpu');
@@ -53,11 +54,20 @@ async function load(backend: ConcreteBackend): Promise<string> {
     case 'node':
       await importOptional('@tensorflow/tfjs-node');
       return 'tensorflow';
-    case 'wasm':
-      await import('@tensorflow/tfjs-backend-wasm');
+    case 'wasm': {
+      const wasm = await import('@tensorflow/tfjs-backend-wasm');
       registerWasmKernels();
+      // Threads are opt-in: tfjs disables them under Node, and our patch makes the process wait for its workers.
+      if (wasmThreads > 1 && !threadsPrepared) {
+        threadsPrepared = true;
+        const done = prepareWasmThreads(tf, wasm.setThreadsCount, wasmThreads);
+        await tf.setBackend('wasm').finally(done);
+      }
       return 'wasm';
+    }
     case 'cpu':
+      // tfjs-backend-cpu's ResizeNearestNeighborGrad is wrong for batch > 1 (every decoder upsampler in training).
+      registerCpuKernelFixes();
       return 'cpu';
   }
 }
@@ -68,10 +78,12 @@ function shortReason(e: unknown): string {
   return msg.split('\n')[0]!.slice(0, 200);
 }
 
-async function activate(backend: ConcreteBackend): Promise<string> {
+let threadsPrepared = false;
+
+async function activate(backend: ConcreteBackend, wasmThreads: number): Promise<string> {
   let name: string;
   try {
-    name = await load(backend);
+    name = await load(backend, wasmThreads);
   } catch (e) {
     throw new BackendUnavailableError(backend, shortReason(e));
   }
@@ -89,12 +101,21 @@ async function activate(backend: ConcreteBackend): Promise<string> {
 export interface UseBackendOptions {
   /** Estimated peak bytes of all live tensors of the job; `auto` avoids wasm when it cannot fit. */
   estimatedBytes?: number;
+  /**
+   * wasm threads (default: `SDTRAIN_WASM_THREADS`, else 1). More than 1 uses the threaded build (about 2x on two idle
+   * cores, slower when the cores are busy); the process then has to call `process.exit` to end.
+   */
+  wasmThreads?: number;
 }
+
+/** Whether the threaded wasm build is active (the CLI must then exit the process explicitly). */
+export const wasmThreadsActive = (): boolean => threadsPrepared;
 
 /** Select and initialise a backend. `auto` tries gpu, node, wasm (if the job fits its heap), then cpu. */
 export async function useBackend(requested: BackendRequest, opts: UseBackendOptions = {}): Promise<BackendChoice> {
+  const threads = opts.wasmThreads ?? Math.max(1, Number.parseInt(process.env.SDTRAIN_WASM_THREADS ?? '1', 10) || 1);
   if (requested !== 'auto') {
-    const tfjsName = await activate(requested);
+    const tfjsName = await activate(requested, threads);
     return { requested, backend: requested, tfjsName, notes: [] };
   }
   const notes: string[] = [];
@@ -107,7 +128,7 @@ export async function useBackend(requested: BackendRequest, opts: UseBackendOpti
       continue;
     }
     try {
-      const tfjsName = await activate(candidate);
+      const tfjsName = await activate(candidate, threads);
       return { requested, backend: candidate, tfjsName, notes };
     } catch (e) {
       if (candidate === 'cpu') throw e;

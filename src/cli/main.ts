@@ -5,6 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import { packageVersion } from '../paths.js';
 import { commands } from './commands/index.js';
 import { reportError } from './errors.js';
+import { wasmThreadsActive } from '../backend/backend.js';
 import { UsageError } from './usage.js';
 
 const args = hideBin(process.argv);
@@ -37,3 +38,5 @@ try {
 } catch (e) {
   process.exitCode = reportError(e, verbose);
 }
+// The threaded wasm build (SDTRAIN_WASM_THREADS > 1) keeps worker threads alive: end the process ourselves.
+if (wasmThreadsActive()) process.exit();

@@ -3,7 +3,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useBackend } from '../../src/backend/backend.js';
+import { conv2DTuning } from '../../src/backend/kernels/conv2d.js';
 import { conv2DBackpropFilterTuning } from '../../src/backend/kernels/conv2d_backprop_filter.js';
+import { conv2DBackpropInputTuning } from '../../src/backend/kernels/conv2d_backprop_input.js';
 import { registerCpuKernelFixes } from '../../src/backend/kernels/index.js';
 
 type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
@@ -84,6 +86,32 @@ afterAll(async () => {
   await useBackend('wasm');
 });
 
+describe('Conv2D (forward) on wasm matches cpu', () => {
+  const run = (x: number[], f: number[], s: number | [number, number], pad: Pad) => {
+    const xd = rand(x, 16);
+    const fd = rand(f, 17);
+    type Shape4 = [number, number, number, number];
+    return () => tf.conv2d(tf.tensor4d(xd, x as Shape4), tf.tensor4d(fd, f as Shape4), s, pad as 'same');
+  };
+  it.each(named(CONV_CASES, caseName))('%s, im2col + GEMM', async (_, x, f, s, pad) => {
+    const saved = { ...conv2DTuning };
+    // Tiny chunks too, so the chunked path (several GEMMs) is what runs.
+    Object.assign(conv2DTuning, { method: 'gemm', chunkElements: 1, minChunkPixels: 1 });
+    try {
+      const [want] = await on('cpu', run(x, f, s, pad));
+      const [got] = await on('wasm', run(x, f, s, pad));
+      expectClose(got!, want!);
+    } finally {
+      Object.assign(conv2DTuning, saved);
+    }
+  });
+  it.each(named(CONV_CASES, caseName))('%s, as registered', async (_, x, f, s, pad) => {
+    const [want] = await on('cpu', run(x, f, s, pad));
+    const [got] = await on('wasm', run(x, f, s, pad));
+    expectClose(got!, want!);
+  });
+});
+
 describe('Conv2DBackpropFilter on wasm matches cpu', () => {
   const run = (x: number[], f: number[], s: number | [number, number], pad: Pad) => {
     const xd = rand(x, 1);
@@ -131,10 +159,30 @@ describe('Conv2DBackpropInput on wasm matches cpu', () => {
       } as unknown as tf.NamedAttrMap) as tf.Tensor;
   };
 
-  it.each(named(CONV_CASES, caseName))('%s', async (_, x, f, s, pad) => {
+  /** Run with the kernel's tuning overridden (both formulations, tiny chunks), restoring it after. */
+  const withTuning = async (t: Partial<typeof conv2DBackpropInputTuning>, f: () => Promise<void>): Promise<void> => {
+    const saved = { ...conv2DBackpropInputTuning };
+    Object.assign(conv2DBackpropInputTuning, t);
+    try {
+      await f();
+    } finally {
+      Object.assign(conv2DBackpropInputTuning, saved);
+    }
+  };
+  const check = async (x: number[], f: number[], s: number | [number, number], pad: Pad): Promise<void> => {
     const [want] = await on('cpu', run(x, f, s, pad));
     const [got] = await on('wasm', run(x, f, s, pad));
     expectClose(got!, want!);
+  };
+
+  it.each(named(CONV_CASES, caseName))('%s, phase convolutions', async (_, x, f, s, pad) => {
+    await withTuning({ method: 'conv' }, () => check(x, f, s, pad));
+  });
+  it.each(named(CONV_CASES, caseName))('%s, GEMM + col2im', async (_, x, f, s, pad) => {
+    await withTuning({ method: 'gemm' }, () => check(x, f, s, pad));
+  });
+  it.each(named(CONV_CASES.slice(0, 8), caseName))('%s, GEMM + col2im over many small chunks', async (_, x, f, s, pad) => {
+    await withTuning({ method: 'gemm', chunkElements: 1, minChunkPixels: 1 }, () => check(x, f, s, pad));
   });
 });
 
@@ -155,9 +203,17 @@ describe('both conv gradients honour dimRoundingMode (numeric pad, output rows r
       tf.engine().runKernel('Conv2DBackpropInput', { dy: tf.tensor(dyd, info.outShape), filter: tf.tensor(fd, f) }, { ...attrs, inputShape: x }) as tf.Tensor,
     ];
     const want = await on('cpu', run);
-    const got = await on('wasm', run);
-    expectClose(got[0]!, want[0]!);
-    expectClose(got[1]!, want[1]!);
+    for (const method of ['conv', 'gemm'] as const) {
+      const saved = conv2DBackpropInputTuning.method;
+      conv2DBackpropInputTuning.method = method;
+      try {
+        const got = await on('wasm', run);
+        expectClose(got[0]!, want[0]!);
+        expectClose(got[1]!, want[1]!);
+      } finally {
+        conv2DBackpropInputTuning.method = saved;
+      }
+    }
   });
 });
 
@@ -289,6 +345,29 @@ describe('the kernels leak neither tensors nor wasm buffers', () => {
         tf.grads((x: tf.Tensor, f: tf.Tensor) =>
           tf.sum(tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])),
         )([tf.ones([2, 10, 6, 4]), tf.ones([3, 3, 4, 5])]),
+    ],
+    [
+      'conv2d grads, a big filter over few pixels (the GEMM + col2im input gradient)',
+      () =>
+        tf.grads((x: tf.Tensor, f: tf.Tensor) => tf.sum(tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 1, 'same')))([
+          tf.ones([1, 2, 3, 16]),
+          tf.ones([3, 3, 16, 8]),
+        ]),
+    ],
+    [
+      'conv2d forward by per-tap GEMMs (forced) and its grads',
+      () => {
+        const saved = conv2DTuning.method;
+        conv2DTuning.method = 'gemm';
+        try {
+          return tf.grads((x: tf.Tensor, f: tf.Tensor) => tf.sum(tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 2, 'same')))([
+            tf.ones([2, 5, 6, 16]),
+            tf.ones([3, 3, 16, 8]),
+          ]);
+        } finally {
+          conv2DTuning.method = saved;
+        }
+      },
     ],
     [
       'matMul grads (BatchMatMul with transposes and batches)',

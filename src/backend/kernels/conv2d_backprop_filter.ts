@@ -5,17 +5,18 @@
 // where colsT is the (transposed) im2col matrix of x. The GEMM runs on the wasm backend's BatchMatMul, whose only fast
 // path (XNNPACK) is "batch 1, no transposes", and which packs its right operand on every new tensor: so the right
 // operand is dy (Cout columns: cheap to pack) and we build colsT explicitly. Measured at U-Net shapes, the other
-// orientation (packing the im2col matrix) runs at half the speed.
+// orientation (packing the im2col matrix) runs at half the speed. The GEMM is ~85% of the time; building colsT (im2col
+// and transpose fused into one tiled JS pass) the rest. Over the output pixels it is chunked, and the chunks summed.
 import { backend_util, type KernelConfig, type KernelFunc, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs';
-import { aliasOf, alloc, free, freeAlias, heapF32, offsetOf, runWasm, transposeInHeap, view, type BackendWasm } from './wasm_helpers.js';
+import { aliasOf, alloc, free, freeAlias, heapF32, offsetOf, runWasm, view, type BackendWasm } from './wasm_helpers.js';
 
 export const conv2DBackpropFilterTuning = {
   /**
-   * Upper bound on an im2col chunk, in float32 elements (64 MiB; its transposed copy doubles that). Why chunk: the
-   * full matrix is KH*KW times the size of x, which for large activations (e.g. a VAE at 512 px) would not fit the
-   * heap. Why this size: GEMMs with a reduction length of ~2k pixels or more already run at full speed.
+   * Upper bound on an im2col chunk, in float32 elements (16 MiB). Why chunk: the full matrix is KH*KW times the size
+   * of x, which for large activations (e.g. a VAE at 512 px) would not fit the heap. Why this size: measured at the
+   * U-Net shapes, chunks from 8 to 256 MiB all run at the same speed (a GEMM reduction of ~1.5k pixels is enough).
    */
-  chunkElements: 16 * 1024 * 1024,
+  chunkElements: 4 * 1024 * 1024,
   /** Lower bound on the pixels (GEMM reduction length) per chunk, so the GEMM is not starved by tiny chunks. */
   minChunkPixels: 512,
 };
@@ -119,54 +120,55 @@ function chunkProduct(
   const taps = g.KH * g.KW;
   const K = taps * g.Cin;
   const Mc = (r1 - r0) * g.Wo;
-  // cols [taps, Mc, Cin], tap-major: for stride 1 a tap's window of one output row is one contiguous run of x.
-  const cols = alloc(backend, [taps, Mc, g.Cin]);
-  let colsT: TensorInfo | undefined;
+  const colsT = alloc(backend, [K, Mc]);
   // Rows r0..r1 of dy [M, Cout], in place. Why an alias and not `dy` itself: BatchMatMul caches its packed right
   // operand keyed on the tensor id until that tensor is freed; the alias's cache dies with the alias.
   const dyChunk = aliasOf(backend, dy, r0 * g.Wo * Cout, [1, Mc, Cout]);
   try {
-    im2col(heapF32(backend), offsetOf(backend, x), offsetOf(backend, cols), g, r0, r1);
-    // [taps, Mc, Cin] -> [taps, Cin, Mc] = colsT [K, Mc], rows in HWIO order.
-    colsT = alloc(backend, [K, Mc]);
-    transposeInHeap(heapF32(backend), offsetOf(backend, cols), offsetOf(backend, colsT), taps, Mc, g.Cin);
-    free(backend, cols); // early, to lower the peak; freeing it again below is a no-op
+    im2colT(heapF32(backend), offsetOf(backend, x), offsetOf(backend, colsT), g, r0, r1);
     // [1, K, Mc] . [1, Mc, Cout] -> [1, K, Cout] (batch 1, no transposes: the XNNPACK path).
     return runWasm(backend, 'BatchMatMul', { a: view(colsT, [1, K, Mc]), b: dyChunk }, { transposeA: false, transposeB: false });
   } finally {
-    free(backend, cols, colsT);
+    free(backend, colsT);
     freeAlias(backend, dyChunk);
   }
 }
 
-/** Fill cols [taps, (r1-r0)*Wo, Cin] (at element offset `dst0` of `heap`) from x (at `x0`); padding reads as 0. */
-function im2col(heap: Float32Array, x0: number, dst0: number, g: Geometry, r0: number, r1: number): void {
+/** Edge of the square tiles im2colT moves (as in `transposeInHeap`: 32x32 floats keep both sides in L1). */
+const TILE = 32;
+
+/**
+ * Fill colsT [taps*Cin, Mc] (at element offset `dst0` of `heap`; row (i,j,c), column = output pixel of rows
+ * [r0, r1)) from x (at `x0`); padding reads as 0. Im2col and its transpose in one tiled pass: each pixel's Cin
+ * channels are contiguous in x and go down one column of colsT.
+ */
+function im2colT(heap: Float32Array, x0: number, dst0: number, g: Geometry, r0: number, r1: number): void {
   const { H, W, Cin, Ho, Wo, KH, KW, sh, sw, pt, pl } = g;
   const Mc = (r1 - r0) * Wo;
+  const src = new Int32Array(Mc); // per pixel: offset of its tap's channel vector in x, or -1 (padding)
   for (let i = 0; i < KH; i++) {
     for (let j = 0; j < KW; j++) {
-      // Output columns wo whose input column wo*sw+j-pl is inside x; the rest read the zero padding.
-      const woLo = Math.min(Wo, Math.max(0, Math.ceil((pl - j) / sw)));
-      const woHi = Math.max(woLo, Math.min(Wo, Math.floor((W - 1 - j + pl) / sw) + 1));
-      const tapBase = dst0 + (i * KW + j) * Mc * Cin;
-      for (let r = r0; r < r1; r++) {
+      for (let r = r0, m = 0; r < r1; r++) {
         const n = Math.floor(r / Ho);
         const h = (r % Ho) * sh + i - pt;
-        const dst = tapBase + (r - r0) * Wo * Cin;
-        if (h < 0 || h >= H) {
-          heap.fill(0, dst, dst + Wo * Cin);
-          continue;
+        for (let wo = 0; wo < Wo; wo++, m++) {
+          const w = wo * sw + j - pl;
+          src[m] = h < 0 || h >= H || w < 0 || w >= W ? -1 : x0 + ((n * H + h) * W + w) * Cin;
         }
-        if (woLo > 0) heap.fill(0, dst, dst + woLo * Cin);
-        if (woHi < Wo) heap.fill(0, dst + woHi * Cin, dst + Wo * Cin);
-        const srcRow = x0 + (n * H + h) * W * Cin;
-        if (sw === 1) {
-          const src = srcRow + (woLo + j - pl) * Cin;
-          heap.copyWithin(dst + woLo * Cin, src, src + (woHi - woLo) * Cin);
-        } else {
-          for (let wo = woLo; wo < woHi; wo++) {
-            const src = srcRow + (wo * sw + j - pl) * Cin;
-            heap.copyWithin(dst + wo * Cin, src, src + Cin);
+      }
+      const tapBase = dst0 + (i * KW + j) * Cin * Mc;
+      for (let m0 = 0; m0 < Mc; m0 += TILE) {
+        const m1 = Math.min(Mc, m0 + TILE);
+        for (let c0 = 0; c0 < Cin; c0 += TILE) {
+          const c1 = Math.min(Cin, c0 + TILE);
+          for (let m = m0; m < m1; m++) {
+            const s = src[m]!;
+            let d = tapBase + c0 * Mc + m;
+            if (s < 0) {
+              for (let c = c0; c < c1; c++, d += Mc) heap[d] = 0;
+            } else {
+              for (let c = c0; c < c1; c++, d += Mc) heap[d] = heap[s + c]!;
+            }
           }
         }
       }

@@ -2,6 +2,7 @@
 // register_all_kernels.ts); plus fixes for wrong kernels of the cpu backend.
 import { getKernel, registerKernel, unregisterKernel, type KernelConfig } from '@tensorflow/tfjs';
 import { batchMatMulConfig } from './batch_mat_mul.js';
+import { conv2DConfig } from './conv2d.js';
 import { conv2DBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2DBackpropInputConfig } from './conv2d_backprop_input.js';
 import { resizeNearestNeighborGradCpuConfig } from './resize_nearest_neighbor_grad_cpu.js';
@@ -11,6 +12,8 @@ import { rememberStockKernel } from './wasm_helpers.js';
 const WASM_TRAINING_KERNELS: KernelConfig[] = [
   // Replaces the stock one: batched or transposed products (attention, every matmul gradient) ran 10x slower.
   batchMatMulConfig,
+  // Replaces the stock one for big filters over few pixels (the 1280-channel U-Net levels), where it ran at half speed.
+  conv2DConfig,
   // Missing: the filter gradient of conv2d.
   conv2DBackpropFilterConfig,
   // Replaces the stock one (a direct loop at ~1/8 of the forward conv's speed).
