@@ -74,7 +74,9 @@ const CaptionSchema = z
       .min(1)
       .refine((l) => new Set(l).size === l.length, { error: 'lists a source more than once' })
       .default(['sidecar', 'metadata', 'filename'])
-      .describe("Where captions come from, tried in order until one gives a caption: 'sidecar' (a text file next to the image, see extension), 'metadata' (the image's embedded description/parameters text), 'filename' (the file name without extension, '_' as space, a trailing (n) or number dropped), 'template' (a line from templates)."),
+      .describe(
+        "Where captions come from, tried in order until one gives a caption: 'sidecar' (a UTF-8 text file next to the image, see extension), 'metadata' (the image's line in a metadata.jsonl in its folder, {\"file_name\": \"a.png\", \"text\": \"...\"} per line as in Hugging Face ImageFolder datasets; else the prompt embedded in a PNG's A1111 parameters or its Description text), 'filename' (the file name without extension, '_' as space, a leading A1111 counter like '00012-0-' and a trailing (n) or number dropped), 'template' (a line from templates, drawn anew each time the image is used; listed first, it always applies and [filewords] takes the caption from the sources after it).",
+      ),
     extension: z
       .string()
       .regex(/^\.[^./\\\s]+$/, { error: "must be a file extension starting with '.', like '.txt'" })
