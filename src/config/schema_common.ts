@@ -93,7 +93,7 @@ const CaptionSchema = z
   .describe('How images in this subset get their captions.');
 
 const DatasetSchema = z.strictObject({
-  path: pathField().describe('Folder of training images (png/jpg/webp, searched recursively), relative to the config file.'),
+  path: pathField().describe('Folder of training images (png/jpg/webp/avif/gif, searched recursively), relative to the config file.'),
   repeats: int().min(1).default(1).describe('How many times each image of this subset counts per epoch (kohya num_repeats); balances small subsets against big ones.'),
   caption: CaptionSchema,
 });
