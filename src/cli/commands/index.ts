@@ -1,8 +1,9 @@
 // Every command, in one explicit list (no directory magic: yargs' commandDir does not work under ESM).
 import type { CommandModule } from 'yargs';
 import { config } from './config.js';
+import { dataset } from './dataset.js';
 import { inspect } from './inspect.js';
 import { tokenize } from './tokenize.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [inspect, tokenize, config];
+export const commands: CommandModule<any, any>[] = [inspect, tokenize, config, dataset];
