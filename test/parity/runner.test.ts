@@ -85,6 +85,13 @@ describe.runIf(hasShared)('parity runner on shared/fixtures', () => {
       'sched_ddim_eta1',
       'sched_ddpm',
       'sched_add_noise',
+      'e2e_txt2img_ddim',
+      'e2e_txt2img_euler',
+      'e2e_txt2img_dpmpp_2m_karras',
+      'e2e_txt2img_pndm',
+      'e2e_img2img_ddim',
+      'e2e_img2img_euler',
+      'e2e_inpaint_legacy_ddim',
       'torch_rng',
     ]);
 
