@@ -29,8 +29,8 @@ const TWO_POW_MINUS_53 = 2 ** -53;
 
 /** The reference MT19937 (what `at::mt19937` and `std::mt19937` compute). */
 class Mt19937 {
-  private readonly state = new Uint32Array(N);
-  private index = N;
+  readonly state = new Uint32Array(N);
+  index = N;
 
   constructor(seed32: number) {
     const s = this.state;
@@ -82,6 +82,18 @@ function toSeed(seed: bigint | number): bigint {
   return BigInt.asUintN(64, s);
 }
 
+/** A generator's complete state as plain data (training checkpoints save it so a resumed run draws the same numbers). */
+export interface TorchGeneratorState {
+  /** The seed, as a decimal string (a uint64). */
+  seed: string;
+  /** The 624 MT19937 words. */
+  mt: Uint32Array;
+  /** Position in `mt` of the next word (624 = twist before the next draw). */
+  index: number;
+  /** The cached second value of the last scalar Box-Muller pair, or null. */
+  nextDoubleNormal: number | null;
+}
+
 /** `torch.Generator('cpu')`: `new TorchGenerator(seed)` is `torch.Generator().manual_seed(seed)`. */
 export class TorchGenerator {
   private engine!: Mt19937;
@@ -104,6 +116,29 @@ export class TorchGenerator {
   /** `generator.initial_seed()`. */
   initialSeed(): bigint {
     return this.seed;
+  }
+
+  /** A copy of the whole state (`generator.get_state()` in spirit; our own layout, not torch's byte tensor). */
+  getState(): TorchGeneratorState {
+    return {
+      seed: this.seed.toString(),
+      mt: Uint32Array.from(this.engine.state),
+      index: this.engine.index,
+      nextDoubleNormal: this.nextDoubleNormal ?? null,
+    };
+  }
+
+  /** Restores a state from `getState()`: the following draws continue exactly where that generator was. */
+  setState(s: TorchGeneratorState): this {
+    if (s.mt.length !== N || !Number.isInteger(s.index) || s.index < 0 || s.index > N) {
+      throw new RangeError(`invalid generator state: need ${N} words and an index in [0, ${N}], got ${s.mt.length} and ${s.index}`);
+    }
+    this.seed = toSeed(BigInt(s.seed));
+    this.engine = new Mt19937(0);
+    this.engine.state.set(s.mt);
+    this.engine.index = s.index;
+    this.nextDoubleNormal = s.nextDoubleNormal ?? undefined;
+    return this;
   }
 
   /** One 32-bit draw (`random()`). */
