@@ -64,6 +64,16 @@ async function openComponentWeights(dir: string, component: ComponentName, varia
   return name.endsWith('.json') ? openShardedSource(path) : openSource(path);
 }
 
+/** The three component configs of a diffusers folder (its `config.json` files), without reading any weights. */
+export async function readDiffusersConfigs(dir: string): Promise<PipelineConfigs> {
+  const cfgPath = (c: ComponentName) => join(dir, c, 'config.json');
+  return {
+    unet: parseUNetConfig(await readJson(cfgPath('unet')), cfgPath('unet')),
+    vae: parseVaeConfig(await readJson(cfgPath('vae')), cfgPath('vae')),
+    text_encoder: parseClipTextConfig(await readJson(cfgPath('text_encoder')), cfgPath('text_encoder')),
+  };
+}
+
 /**
  * Loads a diffusers pipeline folder. Every component's keys and shapes are checked before any weights are read;
  * a mismatch throws one CheckpointMismatchError per component file.
@@ -74,12 +84,7 @@ export async function loadDiffusersFolder(dir: string, opts: DiffusersFolderOpti
     throw new FormatError(dir, 'not a diffusers folder: model_index.json is missing (expected model_index.json, unet/, vae/, text_encoder/)');
   }
   const modelIndex = await readJson(indexPath);
-  const cfgPath = (c: ComponentName) => join(dir, c, 'config.json');
-  const configs: PipelineConfigs = {
-    unet: parseUNetConfig(await readJson(cfgPath('unet')), cfgPath('unet')),
-    vae: parseVaeConfig(await readJson(cfgPath('vae')), cfgPath('vae')),
-    text_encoder: parseClipTextConfig(await readJson(cfgPath('text_encoder')), cfgPath('text_encoder')),
-  };
+  const configs = await readDiffusersConfigs(dir);
   const pipe = buildPipeline(configs);
   const sources: TensorSource[] = [];
   try {

@@ -53,6 +53,11 @@ function tables(configs: Pipeline['configs']): Record<'unet' | 'vae' | 'text_enc
   };
 }
 
+/** The configs, family and assumptions derived from a single file's tensor shapes, without reading any weights. */
+export async function readSingleFileConfigs(path: string, opts: SingleFileOptions = {}): Promise<ReturnType<typeof deriveConfigs>> {
+  return withSource(openSource(path), async (source) => deriveConfigs(source.shapes, path, opts));
+}
+
 /** Loads an original single-file checkpoint; every tensor is checked (names, shapes) before any data is read. */
 export async function loadSingleFile(path: string, opts: SingleFileOptions = {}): Promise<LoadedSingleFile> {
   return withSource(openSource(path), async (source) => {

@@ -5,11 +5,11 @@ import { createReadStream, existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import type { ConfigOverrides } from '../checkpoints/derive_config.js';
-import { loadDiffusersFolder, prepareComponent } from '../checkpoints/diffusers_folder.js';
+import { loadDiffusersFolder, prepareComponent, readDiffusersConfigs } from '../checkpoints/diffusers_folder.js';
 import { oldVaeAttentionKey, PREFIX, vaeToOriginal, type KeyOp } from '../checkpoints/ldm_keys.js';
 import { prepareLoad } from '../checkpoints/load.js';
-import { disposePipeline, type Pipeline } from '../checkpoints/pipeline.js';
-import { loadSingleFile } from '../checkpoints/single_file.js';
+import { disposePipeline, type Pipeline, type PipelineConfigs } from '../checkpoints/pipeline.js';
+import { loadSingleFile, readSingleFileConfigs } from '../checkpoints/single_file.js';
 import { openSource, withSource } from '../checkpoints/sources.js';
 import { FormatError } from '../errors.js';
 import type { CLIPTextModel } from '../models/clip_text.js';
@@ -127,6 +127,13 @@ export async function loadModel(pathOrDir: string, opts: LoadModelOptions = {}):
     disposePipeline(p);
     throw err;
   }
+}
+
+/** The component configs of a model without loading it (for memory estimates before a backend is chosen). */
+export async function readModelConfigs(pathOrDir: string, opts: Pick<LoadModelOptions, 'overrides'> = {}): Promise<PipelineConfigs> {
+  if (!existsSync(pathOrDir)) throw new FormatError(pathOrDir, 'no such file or folder');
+  if (isDir(pathOrDir)) return readDiffusersConfigs(pathOrDir);
+  return (await readSingleFileConfigs(pathOrDir, { overrides: opts.overrides })).configs;
 }
 
 export interface ModelParts {
