@@ -13,13 +13,18 @@
 //   intermediate of the block is alive until the block ends) plus what outlives the blocks (the U-Net's skips and
 //   block outputs; the VAE's current feature map).
 // - Attention maps [B·heads, T, T] (scores and softmax): without slicing every map of every transformer of a block
-//   stays alive to the end of the block; with `attentionSliceSize` s, only s maps at a time.
+//   stays alive to the end of the block; with `attentionSliceSize` s, only s maps at a time. (That is the design;
+//   until `attention()` in src/nn/functional.ts frees each slice's maps in a tf.tidy, the slices' maps also stay
+//   alive to the end of the block and slicing saves nothing: measured, docs/backends.md.)
 // - Sampling: weights of all three models + the larger of the text-encoder pass, the U-Net pass (batch × 2 with
 //   classifier-free guidance) and the VAE decode at full resolution (the whole batch at once).
-// - Training: weights + gradients + optimizer state of the trainable part + the activations the backward pass keeps:
-//   all U-Net block activations at the batch and resolution (the tape keeps the inputs of nearly every op; we count
-//   all of them), the attention maps once per transformer (the softmax output), and a working set of the largest
-//   block for the backward pass itself. With gradient checkpointing: the block outputs plus the largest block twice.
+// - Training: weights + gradients + optimizer state of the trainable part + the activations of the backward pass:
+//   tfjs keeps every tensor an op saves for its gradient and every activation's gradient until the gradient call
+//   returns, so this is the sum over all U-Net blocks (coefficients fitted on wasm, see TRAIN_*), plus one attention
+//   call's maps on top. On wasm each saved tensor is a copy (the wasm Identity kernel copies; cpu shares), the
+//   weights of every layer included ("saved weight copies"); `backend: 'cpu'` drops those and scales the activations
+//   by the measured cpu/wasm ratio.
+//   Gradient checkpointing (modelled, not implemented by the trainer yet): block outputs + one block's backward.
 //   Encoding the training images with the VAE is a separate phase (the larger of the two counts) unless the latents
 //   are cached.
 //
@@ -92,7 +97,7 @@ export function weightBytes(source: PipelineConfigs | readonly TensorInfo[]): nu
 
 // ---------------------------------------------------------------------------------------------------------------
 // Activations, in float32 elements. Coefficients are per pixel (or token) and per channel, counted from the ops of
-// src/models/*.ts and checked against tf.profile on the wasm backend (docs/backends.md).
+// src/models/*.ts and checked against the wasm backend's allocations (docs/backends.md, test/backend/memory.test.ts).
 
 /** ResnetBlock2D: norm1 4·Cin, SiLU 2·Cin, conv1 2, (+temb 1), norm2 4, SiLU 2, conv2 2, (shortcut 2), residual 1. */
 const resnetPerPixel = (cin: number, cout: number, temb: boolean): number =>
@@ -113,11 +118,6 @@ const vaeAttentionPerToken = (c: number): number => 20 * c;
 /** Attention maps of one attention call: scores + softmax, [maps, Tq, Tk] each. */
 const mapElements = (maps: number, tq: number, tk: number): number => 2 * maps * tq * tk;
 
-interface Phase {
-  /** Elements alive at this phase's peak (its scope plus what outlives earlier phases). */
-  peak: number;
-}
-
 interface UNetActivationOptions {
   batch: number;
   /** Latent size. */
@@ -133,12 +133,13 @@ interface UNetActivationOptions {
 
 // Training coefficients, per pixel/token and channel: what a module adds at the end of the backward pass, when every
 // saved activation and every activation gradient is alive (tfjs' tape.ts frees neither before the gradient call
-// returns). Fitted on the wasm backend by stacking modules (docs/backends.md): a ResNet adds 29·(Cin + Cout)
-// (+3·Cout with a shortcut conv), a transformer layer ~250·C plus 5 copies of its attention maps (softmax output,
-// scores, their gradients, the softmax gradient); plain ops keep their output and its gradient (2×).
-const TRAIN_RESNET = 29;
+// returns). Fitted on the wasm backend by stacking modules, weights' copies taken out (docs/backends.md): a ResNet
+// adds 28·(Cin + Cout) (+3·Cout with a shortcut conv), a transformer layer ~242·C (+15·C around the layers) plus 5
+// copies of its attention maps (softmax output, scores, their gradients, the softmax gradient); plain ops keep their
+// output and its gradient (2×).
+const TRAIN_RESNET = 28;
 const TRAIN_RESNET_SHORTCUT = 3;
-const TRAIN_TRANSFORMER_LAYER = 250;
+const TRAIN_TRANSFORMER_LAYER = 242;
 const TRAIN_TRANSFORMER_OUTER = 15;
 const TRAIN_MAP_COPIES = 5;
 
@@ -460,7 +461,15 @@ export interface TrainingJob {
   latentsCached?: boolean;
   /** Context length, default 77. */
   contextTokens?: number;
+  /**
+   * The backend the figure is for (default 'wasm', what `auto` decides about). On cpu the tensors saved for the
+   * backward pass share their buffers: no weight copies, and ~0.75× the activations (measured).
+   */
+  backend?: 'wasm' | 'cpu';
 }
+
+/** cpu training activations over wasm's (saved tensors are shared, not copied): 0.72-0.77 measured, docs/backends.md. */
+const CPU_TRAINING_FACTOR = 0.75;
 
 const ATTENTION_PROJ = /attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$/;
 const FF = /ff\.net\.(0\.proj|2)\.weight$/;
@@ -495,6 +504,7 @@ function loraParams(configs: PipelineConfigs, job: TrainingJob): { shapes: numbe
     }
   }
   if (targets === 'attention+ff') perAttention = 4 + 2;
+  if (targets === 'all') perAttention = 4 + 2 + 2;
   if (job.trainTextEncoder) for (const [name, shape] of shapes.text_encoder) if (TE_LORA.test(name)) linear(shape, r);
   return { shapes: shapesOut, perAttention };
 }
@@ -563,6 +573,10 @@ function training(job: TrainingJob): MemoryEstimate {
   parts.gradients = trainable * F32 * ((job.gradientAccumulationSteps ?? 1) > 1 ? 2 : 1);
   parts['optimizer state'] = t.shapes.reduce((n, s) => n + optimizerElements(job, s), 0) * F32;
   if (job.method === 'dreambooth' && job.ema) parts['ema weights'] = paramCounts(configs).unet * F32;
+  // On wasm every tensor the tape saves is a copy (its Identity kernel copies), the weights of each layer included.
+  const cpu = job.backend === 'cpu';
+  const w = componentWeightBytes(configs);
+  if (!cpu) parts['saved weight copies'] = w.unet + (t.textEncoderGrad ? w.text_encoder : 0);
 
   const unet = unetActivations(configs.unet, {
     batch,
@@ -574,8 +588,9 @@ function training(job: TrainingJob): MemoryEstimate {
     training: { checkpointing: job.gradientCheckpointing ?? false },
   });
   // the text encoder's activations are kept for backward when it is on the gradient path
-  const text = textEncoderActivations(configs.text_encoder, batch, tokens) * (t.textEncoderGrad ? 2 : 1);
-  const phases: Record<string, number> = { 'training step': (unet + text) * F32 };
+  // (taped: saved copies, plus the gradients when the text encoder is on the gradient path)
+  const text = textEncoderActivations(configs.text_encoder, batch, tokens) * (t.textEncoderGrad ? 3 : 2);
+  const phases: Record<string, number> = { 'training step': Math.round((unet + text) * F32 * (cpu ? CPU_TRAINING_FACTOR : 1)) };
   if (!job.latentsCached) phases.vae_encode = vaeEncodeActivations(configs.vae, batch, job.resolution, job.resolution) * F32;
   return finish(parts, phases);
 }

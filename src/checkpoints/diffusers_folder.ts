@@ -8,14 +8,14 @@ import { FormatError } from '../errors.js';
 import { writeFileAtomic } from '../formats/atomic.js';
 import type { TensorToWrite } from '../formats/dtype.js';
 import { writeSafetensors } from '../formats/safetensors.js';
-import { parseClipTextConfig } from '../models/clip_text.js';
-import { parseUNetConfig } from '../models/unet.js';
-import { parseVaeConfig } from '../models/vae.js';
-import { namedParams, type Module } from '../nn/module.js';
+import { CLIPTextModel, parseClipTextConfig } from '../models/clip_text.js';
+import { parseUNetConfig, UNet2DConditionModel } from '../models/unet.js';
+import { AutoencoderKL, parseVaeConfig } from '../models/vae.js';
+import { disposeModule, namedParams, type Module } from '../nn/module.js';
 import { oldVaeAttentionKey } from './ldm_keys.js';
 import { checkpointShape, lazyTensor, prepareLoad, toCheckpointLayout, type PreparedLoad } from './load.js';
 import { buildPipeline, disposePipeline, type Pipeline, type PipelineConfigs } from './pipeline.js';
-import { openShardedSource, openSource, type TensorSource } from './sources.js';
+import { openShardedSource, openSource, withSource, type TensorSource } from './sources.js';
 
 export interface DiffusersFolderOptions {
   /** Prefer `*.<variant>.safetensors` weights (e.g. 'fp16'); the plain files are used when the variant is absent. */
@@ -30,7 +30,23 @@ export interface LoadedDiffusersFolder extends Pipeline {
   modelIndex: Record<string, unknown>;
 }
 
-type ComponentName = 'unet' | 'vae' | 'text_encoder';
+export type ComponentName = 'unet' | 'vae' | 'text_encoder';
+
+/** The model each component folder holds. */
+export interface ComponentModels {
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  text_encoder: CLIPTextModel;
+}
+
+/** How each component's `config.json` is parsed and its (shape-only) model built. */
+const COMPONENT_TYPES: {
+  [C in ComponentName]: { parse(json: unknown, source: string): PipelineConfigs[C]; build(config: PipelineConfigs[C]): ComponentModels[C] };
+} = {
+  unet: { parse: parseUNetConfig, build: (c) => new UNet2DConditionModel(c) },
+  vae: { parse: parseVaeConfig, build: (c) => new AutoencoderKL(c) },
+  text_encoder: { parse: parseClipTextConfig, build: (c) => new CLIPTextModel(c) },
+};
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
   let text: string;
@@ -64,14 +80,46 @@ async function openComponentWeights(dir: string, component: ComponentName, varia
   return name.endsWith('.json') ? openShardedSource(path) : openSource(path);
 }
 
+/** A component folder's parsed `config.json`. */
+async function readComponentConfig<C extends ComponentName>(dir: string, component: C): Promise<PipelineConfigs[C]> {
+  const path = join(dir, 'config.json');
+  return COMPONENT_TYPES[component].parse(await readJson(path), path);
+}
+
 /** The three component configs of a diffusers folder (its `config.json` files), without reading any weights. */
 export async function readDiffusersConfigs(dir: string): Promise<PipelineConfigs> {
-  const cfgPath = (c: ComponentName) => join(dir, c, 'config.json');
   return {
-    unet: parseUNetConfig(await readJson(cfgPath('unet')), cfgPath('unet')),
-    vae: parseVaeConfig(await readJson(cfgPath('vae')), cfgPath('vae')),
-    text_encoder: parseClipTextConfig(await readJson(cfgPath('text_encoder')), cfgPath('text_encoder')),
+    unet: await readComponentConfig(join(dir, 'unet'), 'unet'),
+    vae: await readComponentConfig(join(dir, 'vae'), 'vae'),
+    text_encoder: await readComponentConfig(join(dir, 'text_encoder'), 'text_encoder'),
   };
+}
+
+export interface ComponentFolderOptions<C extends ComponentName> extends DiffusersFolderOptions {
+  /** The config to use when the folder has no `config.json` (a bare `vae/` folder); default: it is required. */
+  fallbackConfig?: PipelineConfigs[C];
+}
+
+/**
+ * Loads one diffusers/transformers component folder (e.g. `<model>/unet`): its `config.json` and its weights (one
+ * file or shards, safetensors or `.bin`, the fp16 variant when that is all there is), checked like a whole folder's
+ * (see prepareComponent). On an error the partly filled model is freed.
+ */
+export async function loadComponentFolder<C extends ComponentName>(
+  dir: string,
+  component: C,
+  opts: ComponentFolderOptions<C> = {},
+): Promise<ComponentModels[C]> {
+  const config =
+    opts.fallbackConfig && !existsSync(join(dir, 'config.json')) ? opts.fallbackConfig : await readComponentConfig(dir, component);
+  const model = COMPONENT_TYPES[component].build(config);
+  try {
+    await withSource(openComponentWeights(dir, component, opts.variant), (s) => prepareComponent(s, component, model).fill());
+  } catch (err) {
+    disposeModule(model);
+    throw err;
+  }
+  return model;
 }
 
 /**

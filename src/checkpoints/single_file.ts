@@ -1,12 +1,15 @@
 // Original single-file checkpoints (`.safetensors` / `.ckpt`, CompVis/Stability layout): read the architecture from
 // the tensor shapes, build the three models, and fill them through the one key table (ldm_keys.ts). And the reverse:
 // write a pipeline back in that layout.
+import { statSync } from 'node:fs';
 import { FormatError } from '../errors.js';
 import type { TensorToWrite } from '../formats/dtype.js';
 import { writeSafetensors } from '../formats/safetensors.js';
 import { SD_SCHEDULER, type PredictionType } from '../models/presets.js';
-import { namedParams, type Module } from '../nn/module.js';
+import { AutoencoderKL, type AutoencoderKLConfig } from '../models/vae.js';
+import { disposeModule, namedParams, type Module } from '../nn/module.js';
 import { deriveConfigs, type ConfigOverrides, type Family } from './derive_config.js';
+import { loadComponentFolder } from './diffusers_folder.js';
 import {
   componentKeys,
   fillTensor,
@@ -77,7 +80,7 @@ export async function loadSingleFile(path: string, opts: SingleFileOptions = {})
       if (opts.vae) {
         // The override is checked before the checkpoint's data is read, so a wrong VAE fails fast.
         await withSource(openSource(opts.vae), async (vaeSource) => {
-          const vaeLoad = prepareVaeOverride(vaeSource, pipe.vae, derived.configs.vae);
+          const vaeLoad = prepareVaeOverride(vaeSource, pipe.vae);
           await main.fill();
           await vaeLoad.fill();
         });
@@ -100,11 +103,13 @@ export async function loadSingleFile(path: string, opts: SingleFileOptions = {})
 }
 
 /**
- * A standalone VAE: original layout with or without `first_stage_model.`, or diffusers layout (old `query/key/value/
- * proj_attn` attention names accepted). Why `loss.*` and `model_ema.*` are skipped: released VAE .ckpt files (e.g.
- * vae-ft-mse-840000) still carry the training loss's discriminator/LPIPS weights and EMA counters; A1111 drops them too.
+ * A standalone VAE file: original layout with or without `first_stage_model.`, or diffusers layout (old `query/key/
+ * value/proj_attn` attention names accepted). Why `loss.*` and `model_ema.*` are skipped: released VAE .ckpt files
+ * (e.g. vae-ft-mse-840000) still carry the training loss's discriminator/LPIPS weights and EMA counters; A1111 drops
+ * them too.
  */
-function prepareVaeOverride(source: TensorSource, vae: Module, cfg: Pipeline['configs']['vae']): PreparedLoad {
+export function prepareVaeOverride(source: TensorSource, vae: AutoencoderKL): PreparedLoad {
+  const cfg = vae.config;
   const names = [...source.shapes.keys()];
   const diffusers = names.some((n) => n.startsWith('encoder.down_blocks.'));
   const prefix = !diffusers && names.some((n) => n.startsWith(PREFIX.vae)) ? PREFIX.vae : '';
@@ -118,6 +123,22 @@ function prepareVaeOverride(source: TensorSource, vae: Module, cfg: Pipeline['co
   };
   const ignore = (k: string) => k.startsWith('loss.') || k.startsWith('model_ema.') || !k.startsWith(prefix);
   return prepareLoad(source, [{ model: vae, map }], { component: 'vae', ignore });
+}
+
+/**
+ * Loads a standalone VAE to use instead of a model's: a diffusers `vae/` folder (its own config.json; `config` when it
+ * has none), or one file in the original or the diffusers layout (see prepareVaeOverride), built with `config`.
+ */
+export async function loadVaeOverride(path: string, config: AutoencoderKLConfig): Promise<AutoencoderKL> {
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) return loadComponentFolder(path, 'vae', { fallbackConfig: config });
+  const vae = new AutoencoderKL(config);
+  try {
+    await withSource(openSource(path), (source) => prepareVaeOverride(source, vae).fill());
+  } catch (err) {
+    disposeModule(vae);
+    throw err;
+  }
+  return vae;
 }
 
 export interface WriteSingleFileOptions {

@@ -7,13 +7,14 @@ import { estimateJob, type TrainingJob } from '../backend/memory.js';
 import { formatBytes } from '../backend/backend.js';
 import type { ResolvedSource } from '../config/load_config.js';
 import type { TrainConfig, TrainMethod } from '../config/schema.js';
-import { openDataset } from '../data/dataset.js';
+import { openDataset, type Dataset } from '../data/dataset.js';
+import type { DataConfig } from '../data/types.js';
 import { generate } from '../pipelines/generate.js';
 import { loadModel, makeModel, readModelConfigs, type SdModel } from '../pipelines/model.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
 import { DatasetBatchSource } from '../training/dataset_source.js';
 import { diffusionSetup, train } from '../training/loop.js';
-import type { TrainingMethod, TrainSummary } from '../training/types.js';
+import type { BatchSource, TrainingMethod, TrainSummary } from '../training/types.js';
 import { chooseBackend } from './backend_choice.js';
 import { createProgress } from './progress.js';
 
@@ -25,9 +26,33 @@ export interface MethodFactory<C extends TrainConfig> {
   build(model: SdModel, cfg: C, runName: string): Promise<TrainingMethod>;
   /**
    * How previews see what is being trained: files to pass to the sampler (e.g. the embedding saved at this step) and
-   * the prompt rewrite (the placeholder → the embedding's keyword).
+   * the prompt rewrite (the placeholder → the embedding's keyword), hypernetworks to apply (the one being trained).
    */
-  preview?(method: TrainingMethod, dir: string, step: number): Promise<{ embeddings?: string[]; rewrite?: (p: string) => string }>;
+  preview?(
+    method: TrainingMethod,
+    dir: string,
+    step: number,
+  ): Promise<{ embeddings?: string[]; rewrite?: (p: string) => string; hypernetworks?: Array<{ path: string; strength?: number }> }>;
+  /** Lines printed under the memory estimate (e.g. DreamBooth: what would cut it). */
+  memoryAdvice?(cfg: C, job: TrainingJob): string[];
+  /**
+   * The batch source, for a method that trains on more than `cfg.data` (DreamBooth: instance images plus class images
+   * generated first). Default: `cfg.data` opened as one dataset.
+   */
+  source?(ctx: SourceContext<C>): Promise<BatchSource>;
+}
+
+/** What MethodFactory.source gets. */
+export interface SourceContext<C extends TrainConfig> {
+  cfg: C;
+  /** The model with its own tokenizer (the previews'): base weights until training starts, for generating images. */
+  model: SdModel;
+  /** Opens a dataset as the run opens its own: seed, batch size, template token, VAE, latent cache, progress. */
+  open(data: DataConfig): Promise<Dataset>;
+  warn(message: string): void;
+  /** Prints a line above the progress bar. */
+  log(message: string): void;
+  progress: { start(total: number, label: string): void; update(done: number): void; stop(): void };
 }
 
 const timestamp = (): string => new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -52,8 +77,7 @@ export async function runTraining<C extends TrainConfig>(
 ): Promise<TrainSummary> {
   const t = cfg.training;
   const configs = await readModelConfigs(cfg.model);
-  const estimate = estimateJob({
-    kind: 'train',
+  const job: TrainingJob = {
     configs,
     method,
     batch: t.batch_size,
@@ -64,9 +88,11 @@ export async function runTraining<C extends TrainConfig>(
     attentionSliceSize: t.attention_slice_size,
     latentsCached: cfg.data.cache_latents,
     ...factory.job(cfg),
-  });
+  };
+  const estimate = estimateJob({ kind: 'train', ...job });
   const parts = Object.entries(estimate.parts).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ');
   process.stderr.write(`memory estimate: ${formatBytes(estimate.total)} (${parts})\n`);
+  for (const line of factory.memoryAdvice?.(cfg, job) ?? []) process.stderr.write(`  ${line}\n`);
   await chooseBackend(flags.backend, cfg.backend, estimate.total);
 
   const runDir = flags.resume !== undefined
@@ -89,20 +115,26 @@ export async function runTraining<C extends TrainConfig>(
   try {
     const trainingMethod = await factory.build(model, cfg, runName);
     let encoding = false;
-    const dataset = await openDataset(cfg.data, {
-      seed: cfg.seed,
-      batchSize: t.batch_size,
-      token: factory.templateToken(cfg),
-      vae: model.vae,
-      cacheDir: cfg.data.cache_dir ?? join(cfg.output_dir, 'cache'),
-      onWarning: warn,
-      onProgress: (p) => {
-        if (p.phase !== 'cache' || p.total === 0) return;
-        if (!encoding) progress.start(p.total, 'encoding latents (cached for the next runs)');
-        encoding = true;
-        progress.update(p.done);
-      },
-    });
+    const open = (data: DataConfig): Promise<Dataset> => {
+      encoding = false;
+      return openDataset(data, {
+        seed: cfg.seed,
+        batchSize: t.batch_size,
+        token: factory.templateToken(cfg),
+        vae: model.vae,
+        cacheDir: cfg.data.cache_dir ?? join(cfg.output_dir, 'cache'),
+        onWarning: warn,
+        onProgress: (p) => {
+          if (p.phase !== 'cache' || p.total === 0) return;
+          if (!encoding) progress.start(p.total, 'encoding latents (cached for the next runs)');
+          encoding = true;
+          progress.update(p.done);
+        },
+      });
+    };
+    const batchSource = factory.source
+      ? await factory.source({ cfg, model: previewModel, open, warn, log: (m) => progress.log(m), progress })
+      : new DatasetBatchSource(await open(cfg.data));
     progress.stop();
     const abort = new AbortController();
     const onSigint = () => {
@@ -115,7 +147,7 @@ export async function runTraining<C extends TrainConfig>(
     let t0 = Date.now();
     let firstStep = 0;
     try {
-      return await train(trainingMethod, new DatasetBatchSource(dataset), cfg, {
+      return await train(trainingMethod, batchSource, cfg, {
         runDir,
         diffusion: diffusionSetup(model.vae, model.schedulerConfig),
         signal: abort.signal,
@@ -176,6 +208,7 @@ async function previews<C extends TrainConfig>(
         height: cfg.data.resolution,
         seed: p.seed,
         embeddings: extra.embeddings,
+        hypernetworks: extra.hypernetworks,
       }, { hashes: false });
       const file = join(dir, `step-${String(step).padStart(6, '0')}-${i}.png`);
       await writeFile(file, image!.png);

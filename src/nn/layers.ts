@@ -4,10 +4,22 @@ import * as tf from '@tensorflow/tfjs';
 import { Module, Param } from './module.js';
 import { groupNorm, layerNorm } from './functional.js';
 
+/**
+ * A trainable side path added to a layer's output, y = layer(x) + adapter(x), that leaves the layer's own weight
+ * untouched (LoRA training installs one per targeted layer: src/lora/adapter.ts). Linear passes its input flattened to
+ * [N, in] and expects [N, out]; Conv2d passes its NHWC input and expects the convolution's output shape. Deliberately
+ * not a Module: its tensors must stay out of namedParams (checkpoint writers, loaders) and of loraTargets' walk.
+ */
+export interface LayerAdapter {
+  forward(x: tf.Tensor): tf.Tensor;
+}
+
 /** torch.nn.Linear: weight [out, in] kept in PyTorch layout, so y = x · Wᵀ + b via matMul(x, w, false, true). */
 export class Linear extends Module {
   readonly weight: Param;
   readonly bias?: Param;
+  /** Optional side path added to the output (LoRA training). `declare`: no own property until one is installed. */
+  declare adapter?: LayerAdapter;
   constructor(
     readonly inFeatures: number,
     readonly outFeatures: number,
@@ -23,6 +35,7 @@ export class Linear extends Module {
     const x2 = x.reshape([-1, this.inFeatures]); // [N, in]
     let y = tf.matMul(x2, this.weight.t, false, true); // [N, out]
     if (this.bias) y = y.add(this.bias.t);
+    if (this.adapter) y = y.add(this.adapter.forward(x2)); // [N, out]
     return y.reshape([...lead, this.outFeatures]) as T; // [..., out]
   }
 }
@@ -36,6 +49,8 @@ export class Conv2d extends Module {
   readonly bias?: Param;
   readonly stride: number;
   readonly padding: ConvPadding;
+  /** Optional side path added to the output (LoRA training). `declare`: no own property until one is installed. */
+  declare adapter?: LayerAdapter;
   constructor(
     readonly inChannels: number,
     readonly outChannels: number,
@@ -55,6 +70,7 @@ export class Conv2d extends Module {
     const pad: 'valid' | [[0, 0], [number, number], [number, number], [0, 0]] = t || b || l || r ? [[0, 0], [t, b], [l, r], [0, 0]] : 'valid';
     let y = tf.conv2d(x, this.weight.t as tf.Tensor4D, this.stride, pad);
     if (this.bias) y = y.add(this.bias.t);
+    if (this.adapter) y = y.add(this.adapter.forward(x));
     return y;
   }
 }

@@ -1,7 +1,9 @@
 // Models and tokenizers loaded for parity cases, keyed by model_dir + component and shared between cases; the runner
 // frees a component after the last case that uses it.
 import { join } from 'node:path';
+import { loadComponentFolder, type ComponentModels, type ComponentName } from '../checkpoints/diffusers_folder.js';
 import { disposeModule, Module } from '../nn/module.js';
+import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
 
 export class ComponentCache {
   private readonly entries = new Map<string, Promise<unknown>>();
@@ -17,6 +19,16 @@ export class ComponentCache {
       p.catch(() => this.entries.delete(key));
     }
     return p as Promise<T>;
+  }
+
+  /** The network in `<modelDir>/<component>` (config.json + weights, through the checkpoint loader), loaded once. */
+  model<C extends ComponentName>(modelDir: string, component: C): Promise<ComponentModels[C]> {
+    return this.get(modelDir, component, (dir) => loadComponentFolder(dir, component));
+  }
+
+  /** The tokenizer in `<modelDir>/tokenizer`, loaded once. */
+  tokenizer(modelDir: string): Promise<CLIPTokenizer> {
+    return this.get(modelDir, 'tokenizer', (dir) => CLIPTokenizer.fromDiffusersFolder(dir));
   }
 
   /** Frees one component (its tensors, if it is a Module). */

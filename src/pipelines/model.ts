@@ -2,20 +2,16 @@
 // the infotext says about it (name, A1111 "Model hash"). Loads a diffusers folder or an original single file.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import type { ConfigOverrides } from '../checkpoints/derive_config.js';
-import { loadDiffusersFolder, prepareComponent, readDiffusersConfigs } from '../checkpoints/diffusers_folder.js';
-import { oldVaeAttentionKey, PREFIX, vaeToOriginal, type KeyOp } from '../checkpoints/ldm_keys.js';
-import { prepareLoad } from '../checkpoints/load.js';
+import { loadDiffusersFolder, readDiffusersConfigs } from '../checkpoints/diffusers_folder.js';
 import { disposePipeline, type Pipeline, type PipelineConfigs } from '../checkpoints/pipeline.js';
-import { loadSingleFile, readSingleFileConfigs } from '../checkpoints/single_file.js';
-import { openSource, withSource } from '../checkpoints/sources.js';
+import { loadSingleFile, loadVaeOverride, readSingleFileConfigs } from '../checkpoints/single_file.js';
 import { FormatError } from '../errors.js';
 import type { CLIPTextModel } from '../models/clip_text.js';
 import { SD_SCHEDULER } from '../models/presets.js';
 import type { UNet2DConditionModel } from '../models/unet.js';
-import { AutoencoderKL, parseVaeConfig } from '../models/vae.js';
+import type { AutoencoderKL } from '../models/vae.js';
 import { disposeModule } from '../nn/module.js';
 import { parseSchedulerConfig, type PredictionType, type SchedulerConfig } from '../schedules/config.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
@@ -77,7 +73,7 @@ const isDir = (p: string): boolean => existsSync(p) && statSync(p).isDirectory()
 
 const WEIGHT_FILES = ['diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin', 'diffusion_pytorch_model.fp16.safetensors'];
 
-/** The weights file of a diffusers component folder (first match), for hashing and loading. */
+/** The weights file of a diffusers component folder (first match) whose sha256 is its A1111 hash. */
 function componentWeights(dir: string): string | undefined {
   return WEIGHT_FILES.map((n) => join(dir, n)).find((p) => existsSync(p));
 }
@@ -93,7 +89,7 @@ export async function loadModel(pathOrDir: string, opts: LoadModelOptions = {}):
     try {
       const family = familyOf(p.textEncoder);
       if (opts.vae) {
-        const vae = await loadVae(opts.vae, p.vae);
+        const vae = await loadVaeOverride(opts.vae, p.vae.config);
         disposeModule(p.vae);
         p.vae = vae;
       }
@@ -174,49 +170,4 @@ export function makeModel(p: Pick<Pipeline, 'unet' | 'vae' | 'textEncoder'>, par
       disposePipeline(this);
     },
   };
-}
-
-/**
- * A standalone VAE for a diffusers-folder model: a diffusers `vae/` folder (its own config.json), or one file in the
- * diffusers or the original layout (then the model's VAE config is used). Released VAE .ckpt files carry the training
- * loss's weights and EMA counters (`loss.*`, `model_ema.*`): skipped, as A1111 does.
- */
-async function loadVae(path: string, like: AutoencoderKL): Promise<AutoencoderKL> {
-  if (isDir(path)) {
-    const weights = componentWeights(path);
-    if (!weights) throw new FormatError(path, `not a diffusers vae folder: none of ${WEIGHT_FILES.join(', ')}`);
-    const cfgPath = join(path, 'config.json');
-    const config = existsSync(cfgPath) ? parseVaeConfig(JSON.parse(await readFile(cfgPath, 'utf8')), cfgPath) : like.config;
-    const vae = new AutoencoderKL(config);
-    return fill(vae, withSource(openSource(weights), (s) => prepareComponent(s, 'vae', vae).fill()));
-  }
-  const vae = new AutoencoderKL(like.config);
-  return fill(
-    vae,
-    withSource(openSource(path), async (source) => {
-      const names = [...source.shapes.keys()];
-      const diffusers = names.some((n) => n.startsWith('encoder.down_blocks.'));
-      const prefix = !diffusers && names.some((n) => n.startsWith(PREFIX.vae)) ? PREFIX.vae : '';
-      if (!diffusers && !source.shapes.has(`${prefix}encoder.down.0.block.0.conv1.weight`)) {
-        throw new FormatError(path, 'not a VAE: no encoder.down_blocks.* (diffusers) or encoder.down.* (original) tensors');
-      }
-      const map = (k: string): KeyOp | undefined => {
-        if (diffusers) return { key: source.shapes.has(k) ? k : (oldVaeAttentionKey(k) ?? k), op: 'rename' };
-        const r = vaeToOriginal(k, vae.config);
-        return r && { ...r, key: prefix + r.key };
-      };
-      const ignore = (k: string) => k.startsWith('loss.') || k.startsWith('model_ema.') || !k.startsWith(prefix);
-      return prepareLoad(source, [{ model: vae, map }], { component: 'vae', ignore }).fill();
-    }),
-  );
-}
-
-async function fill(vae: AutoencoderKL, loading: Promise<unknown>): Promise<AutoencoderKL> {
-  try {
-    await loading;
-    return vae;
-  } catch (err) {
-    disposeModule(vae);
-    throw err;
-  }
 }

@@ -6,6 +6,7 @@
 // class name) are not read: the sampler name decides. Keys for features we do not implement must hold their default.
 import { ConfigError } from '../errors.js';
 import { ConfigReader } from '../models/diffusers_config.js';
+import { SD_SCHEDULER } from '../models/presets.js';
 import type { BetaConfig, BetaSchedule } from './betas.js';
 
 export type TimestepSpacing = 'leading' | 'linspace' | 'trailing';
@@ -108,15 +109,5 @@ export function parseSchedulerConfig(json: unknown, source = 'scheduler config')
   return cfg;
 }
 
-/** Stable Diffusion 1.x/2.x's training schedule (the PNDM `scheduler_config.json` they ship), parsed. */
-export const SD_SCHEDULER_CONFIG: SchedulerConfig = parseSchedulerConfig({
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  beta_schedule: 'scaled_linear',
-  num_train_timesteps: 1000,
-  set_alpha_to_one: false,
-  skip_prk_steps: true,
-  steps_offset: 1,
-  trained_betas: null,
-  clip_sample: false,
-});
+/** Stable Diffusion 1.x/2.x's training schedule (the PNDM `scheduler_config.json` they ship, SD_SCHEDULER), parsed. */
+export const SD_SCHEDULER_CONFIG: SchedulerConfig = parseSchedulerConfig(SD_SCHEDULER, 'SD_SCHEDULER');

@@ -87,6 +87,8 @@ export async function train(method: TrainingMethod, source: BatchSource, config:
   await writeResolvedConfig(runDir, config, opts.configSource);
 
   const vars = method.trainableVariables();
+  // Per-variable learning-rate multipliers (parameter groups); undefined when the method has none.
+  const lrScales = method.lrScale ? vars.map((_, i) => method.lrScale!(i)) : undefined;
   const o = t.optimizer;
   const optimizer = createOptimizer(o.type, { betas: o.betas, weightDecay: o.weight_decay, eps: o.eps, momentum: o.momentum });
   const rng = new TorchGenerator(config.seed);
@@ -248,7 +250,8 @@ export async function train(method: TrainingMethod, source: BatchSource, config:
         tf.dispose(grads);
         acc = clipped;
       }
-      optimizer.step(vars, acc!, lr);
+      optimizer.step(vars, acc!, lr, lrScales);
+      method.afterStep?.(at + 1);
       return { loss, gradNorm };
     } finally {
       if (acc) tf.dispose(acc);

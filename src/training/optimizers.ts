@@ -35,15 +35,20 @@ export abstract class Optimizer {
   t = 0;
   protected slots: Array<Map<string, tf.Tensor>> = [];
 
-  /** Updates `vars[i]` with `grads[i]` at learning rate `lr`. Tensors made here are freed; grads stay the caller's. */
-  step(vars: readonly tf.Variable[], grads: readonly tf.Tensor[], lr: number): void {
+  /**
+   * Updates `vars[i]` with `grads[i]` at learning rate `lr` (times `lrScales[i]` when given: per-variable parameter
+   * groups). Tensors made here are freed; grads stay the caller's.
+   */
+  step(vars: readonly tf.Variable[], grads: readonly tf.Tensor[], lr: number, lrScales?: readonly number[]): void {
     if (vars.length !== grads.length) throw new Error(`optimizer: ${vars.length} variables but ${grads.length} gradients`);
+    if (lrScales && lrScales.length !== vars.length) throw new Error(`optimizer: ${vars.length} variables but ${lrScales.length} learning-rate scales`);
     this.t += 1;
     vars.forEach((v, i) => {
       const slots = (this.slots[i] ??= new Map());
       const g = grads[i]!;
       if (g.shape.join() !== v.shape.join()) throw new Error(`optimizer: gradient [${g.shape}] for variable ${v.name} [${v.shape}]`);
-      const updated = tf.tidy(() => this.update(v, g, lr, slots));
+      const lrI = lrScales ? lr * lrScales[i]! : lr;
+      const updated = tf.tidy(() => this.update(v, g, lrI, slots));
       for (const [name, value] of updated.slots) this.setSlot(slots, name, value);
       v.assign(updated.param);
       updated.param.dispose();

@@ -90,6 +90,12 @@ export interface TrainingMethod {
   readonly name: string;
   /** The tf.Variables to optimise, always in the same order (optimizer state is stored by position). */
   trainableVariables(): tf.Variable[];
+  /**
+   * Per-variable learning-rate multiplier (parameter groups, e.g. LoRA's text_encoder_lr): variable `index` of
+   * trainableVariables() is updated at lr · lrScale(index) (weight decay included, as a torch param group). Read once
+   * at the start of a run. Default 1 for every variable.
+   */
+  lrScale?(index: number): number;
   /** The scalar loss of one micro-batch. Called inside the loop's gradient scope: synchronous math, no tidy needed. */
   loss(batch: TrainBatch, ctx: StepContext): tf.Scalar;
   /**
@@ -97,6 +103,11 @@ export interface TrainingMethod {
    * folder (kind 'checkpoint') or the run folder at the end ('final'). Must write atomically.
    */
   save(dir: string, step: number, kind: 'checkpoint' | 'final'): Promise<string[]>;
+  /**
+   * Called after every optimizer update with the number of completed steps (DreamBooth's EMA of the weights). The
+   * variables hold the updated values; synchronous.
+   */
+  afterStep?(step: number): void;
   /** State besides the trainable variables (which the loop saves itself) needed for an exact resume, e.g. EMA weights. */
   stateDict?(): Map<string, TensorToWrite>;
   loadState?(state: Map<string, LoadedTensor>): void;

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadDiffusersFolder } from '../../src/checkpoints/diffusers_folder.js';
+import { loadComponentFolder, loadDiffusersFolder } from '../../src/checkpoints/diffusers_folder.js';
 import { loadStateDict } from '../../src/checkpoints/load.js';
 import { disposePipeline } from '../../src/checkpoints/pipeline.js';
 import { loadSingleFile, type LoadedSingleFile } from '../../src/checkpoints/single_file.js';
@@ -16,7 +16,7 @@ import { PyOrderedDict, TorchTensorToWrite } from '../../src/formats/pickle.js';
 import { SafetensorsFile, writeSafetensors } from '../../src/formats/safetensors.js';
 import { writeTorchFile } from '../../src/formats/torch.js';
 import { Linear } from '../../src/nn/layers.js';
-import { Module, namedParams } from '../../src/nn/module.js';
+import { disposeModule, Module, namedParams } from '../../src/nn/module.js';
 import { fixture, hasShared } from '../helpers/shared.js';
 import { useTmpDir } from '../helpers/tmp.js';
 import { expectIdentical } from './helpers.js';
@@ -212,6 +212,54 @@ describe.runIf(hasShared)('checkpoint errors and variants', () => {
     } finally {
       disposePipeline(p);
     }
+  });
+
+  it('loadComponentFolder: one component folder (sharded, fp16-only, bare VAE folder), checked like a whole folder', async () => {
+    const dir = join(tmp(), 'components');
+    cpSync(FOLDER, dir, { recursive: true });
+    const bytes = (p: { t: tf.Tensor }) => {
+      const d = p.t.dataSync() as Float32Array;
+      return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+    };
+    const same = (a: Module, b: Module) => {
+      const pb = namedParams(b);
+      expect([...namedParams(a)].filter(([k, p]) => !bytes(p).equals(bytes(pb.get(k)!))).map(([k]) => k)).toEqual([]);
+      expect(namedParams(a).size).toBe(pb.size);
+    };
+    // sharded U-Net, reusing the layout of the test above
+    const unet = await readAll(join(FOLDER, 'unet', 'diffusion_pytorch_model.safetensors'));
+    const keys = [...unet.keys()];
+    const weightMap = Object.fromEntries(keys.map((k, i) => [k, `part-${i % 2}.safetensors`]));
+    for (const part of [0, 1]) {
+      await writeSafetensors(join(dir, 'unet', `part-${part}.safetensors`), new Map(keys.filter((_, i) => i % 2 === part).map((k) => [k, unet.get(k)!])));
+    }
+    rmSync(join(dir, 'unet', 'diffusion_pytorch_model.safetensors'));
+    writeFileSync(join(dir, 'unet', 'diffusion_pytorch_model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
+    const u = await loadComponentFolder(join(dir, 'unet'), 'unet');
+    same(u, reference.unet);
+    disposeModule(u);
+    // text encoder stored only as the fp16 variant (values rounded to half precision)
+    const te = await readAll(join(FOLDER, 'text_encoder', 'model.safetensors'));
+    rmSync(join(dir, 'text_encoder', 'model.safetensors'));
+    await writeSafetensors(join(dir, 'text_encoder', 'model.fp16.safetensors'), new Map([...te].map(([k, v]) => [k, { ...v, dtype: 'F16' as const }])));
+    const t = await loadComponentFolder(join(dir, 'text_encoder'), 'text_encoder');
+    const w = namedParams(t).get('text_model.final_layer_norm.weight')!.t.dataSync();
+    const ref = namedParams(reference.textEncoder).get('text_model.final_layer_norm.weight')!.t.dataSync();
+    expect(Math.max(...w.map((x, i) => Math.abs(x - ref[i]!)))).toBeLessThan(1e-3);
+    disposeModule(t);
+    // a VAE folder without config.json: the fallback config, else an error naming config.json
+    rmSync(join(dir, 'vae', 'config.json'));
+    await expect(loadComponentFolder(join(dir, 'vae'), 'vae')).rejects.toThrow(/config\.json/);
+    const v = await loadComponentFolder(join(dir, 'vae'), 'vae', { fallbackConfig: reference.configs.vae });
+    same(v, reference.vae);
+    disposeModule(v);
+    // an extra tensor: one CheckpointMismatchError naming it
+    const vae = await readAll(join(FOLDER, 'vae', 'diffusion_pytorch_model.safetensors'));
+    vae.set('decoder.extra.weight', { shape: [2], data: new Float32Array(2) });
+    await writeSafetensors(join(dir, 'vae', 'diffusion_pytorch_model.safetensors'), vae);
+    const err = await loadComponentFolder(join(dir, 'vae'), 'vae', { fallbackConfig: reference.configs.vae }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CheckpointMismatchError);
+    expect((err as Error).message).toMatch(/vae weights do not match the model: unexpected 1 key: decoder\.extra\.weight/);
   });
 
   it('loadStateDict on a plain module: a rank-2 parameter takes a [out, in, 1, 1] tensor (1x1 conv as linear)', async () => {

@@ -1,10 +1,11 @@
 // Loads one parity case of the tiny-sd1 fixtures (`<case>.safetensors` + `<case>.json`) and the tiny diffusers
-// weights into our modules. Fixture tensors are NCHW; `nhwc()` gives the tfjs layout.
+// components (through the checkpoint loader). Fixture tensors are NCHW; `nhwc()` gives the tfjs layout.
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { loadComponentFolder, type ComponentModels, type ComponentName } from '../../src/checkpoints/diffusers_folder.js';
 import { SafetensorsFile } from '../../src/formats/safetensors.js';
 import type { LoadedTensor } from '../../src/formats/dtype.js';
-import { namedParams, type Module } from '../../src/nn/module.js';
 import { fixture } from './shared.js';
 
 export const TINY_SD1 = fixture('tiny-sd1');
@@ -82,36 +83,9 @@ export async function loadParityCase(name: string): Promise<ParityCase> {
   };
 }
 
-/**
- * Fill every declared parameter of `model` from a diffusers safetensors file (the minimal loader the tests need):
- * rank-4 conv weights go OIHW → HWIO, everything else as stored. Throws on missing or unexpected keys.
- */
-export async function loadDiffusersWeights(model: Module, path: string): Promise<void> {
-  const file = await SafetensorsFile.open(path);
-  try {
-    const params = namedParams(model);
-    const stored = new Set(file.tensors.map((t) => t.name));
-    const missing = [...params.keys()].filter((k) => !stored.has(k));
-    const unexpected = [...stored].filter((k) => !params.has(k));
-    if (missing.length || unexpected.length) {
-      throw new Error(`${path}: missing ${JSON.stringify(missing)}, unexpected ${JSON.stringify(unexpected)}`);
-    }
-    for (const [key, p] of params) {
-      const t = await file.read(key);
-      const value = tf.tidy(() => {
-        const x = toTensor(t);
-        return x.rank === 4 ? x.transpose([2, 3, 1, 0]) : x; // [O, I, kh, kw] → [kh, kw, I, O]
-      });
-      p.set(value, key);
-    }
-  } finally {
-    await file.close();
-  }
-}
-
-export const tinyWeights = (component: 'unet' | 'vae'): string => `${TINY_SD1}/${component}/diffusion_pytorch_model.safetensors`;
-export const tinyConfig = (component: 'unet' | 'vae'): unknown =>
-  JSON.parse(readFileSync(`${TINY_SD1}/${component}/config.json`, 'utf8'));
+/** A tiny-sd1 component (`<tiny-sd1>/<component>`: config.json + weights), loaded as the library loads it. */
+export const loadTiny = <C extends ComponentName>(component: C): Promise<ComponentModels[C]> =>
+  loadComponentFolder(join(TINY_SD1, component), component);
 
 /** max |a − b| (shapes must match). */
 export async function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): Promise<number> {

@@ -2,12 +2,12 @@ import * as tf from '@tensorflow/tfjs';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useBackend } from '../../src/backend/backend.js';
+import { loadComponentFolder } from '../../src/checkpoints/diffusers_folder.js';
 import { ConfigError } from '../../src/errors.js';
 import { CLIPTextModel, CLIP_TEXT_CONFIG_DEFAULTS, parseClipTextConfig, type CLIPTextConfig } from '../../src/models/clip_text.js';
 import { disposeModule, namedParams, paramCount } from '../../src/nn/module.js';
 import { maxAbsDiff } from '../../src/parity/compare.js';
 import { FixtureCase, type CaseSpec } from '../../src/parity/fixture.js';
-import { fillFromSafetensors } from '../helpers/fill_from_safetensors.js';
 import { fixture, FIXTURES, hasShared } from '../helpers/shared.js';
 
 const readJson = (path: string): unknown => JSON.parse(readFileSync(path, 'utf8'));
@@ -70,11 +70,7 @@ describe.runIf(hasShared)('CLIPTextModel on tiny-sd1 (parity with transformers 4
   let ids: tf.Tensor2D;
   const ref = new Map<string, Float32Array>();
 
-  const loadModel = async () => {
-    const m = new CLIPTextModel(cfg);
-    await fillFromSafetensors(m, fixture('tiny-sd1', 'text_encoder', 'model.safetensors'));
-    return m;
-  };
+  const loadModel = () => loadComponentFolder(fixture('tiny-sd1', 'text_encoder'), 'text_encoder');
 
   beforeAll(async () => {
     cfg = parseClipTextConfig(readJson(fixture('tiny-sd1', 'text_encoder', 'config.json')));

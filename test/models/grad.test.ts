@@ -3,22 +3,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { disposeModule, namedParams, type Module } from '../../src/nn/module.js';
-import { parseUNetConfig, UNet2DConditionModel } from '../../src/models/unet.js';
-import { AutoencoderKL, parseVaeConfig } from '../../src/models/vae.js';
-import { CLIPTextModel, parseClipTextConfig } from '../../src/models/clip_text.js';
-import { readFileSync } from 'node:fs';
+import type { UNet2DConditionModel } from '../../src/models/unet.js';
 import { useBackend } from '../../src/backend/backend.js';
 import { hasShared } from '../helpers/shared.js';
-import { fillFromSafetensors } from '../helpers/fill_from_safetensors.js';
-import {
-  loadDiffusersWeights,
-  loadParityCase,
-  maxAbsDiff,
-  TINY_SD1,
-  tinyConfig,
-  tinyWeights,
-  type ParityCase,
-} from '../helpers/parity_case.js';
+import { loadParityCase, loadTiny, maxAbsDiff, type ParityCase } from '../helpers/parity_case.js';
 
 const report = (what: string, err: number, atol: number): void => console.log(`${what}: max abs err ${err.toExponential(2)} (atol ${atol})`);
 
@@ -48,16 +36,14 @@ describe.runIf(hasShared)('U-Net gradients', () => {
   let fx: ParityCase;
 
   beforeAll(async () => {
-    unet = new UNet2DConditionModel(parseUNetConfig(tinyConfig('unet')));
-    await loadDiffusersWeights(unet, tinyWeights('unet'));
+    unet = await loadTiny('unet');
     fx = await loadParityCase('grad_ti_dreambooth');
   });
   afterAll(() => disposeModule(unet));
 
   it('grad_ti_dreambooth: loss and the three U-Net weight gradients (and the placeholder embedding) match diffusers', async () => {
     // Text encoder output with the learnable placeholder row (id 49408 = vocab size) substituted into inputs_embeds.
-    const clip = new CLIPTextModel(parseClipTextConfig(JSON.parse(readFileSync(`${TINY_SD1}/text_encoder/config.json`, 'utf8'))));
-    await fillFromSafetensors(clip, `${TINY_SD1}/text_encoder/model.safetensors`);
+    const clip = await loadTiny('text_encoder');
     const ids = fx.tensor('inputs/input_ids') as tf.Tensor2D;
     const placeholder = fx.tensor('inputs/placeholder_embedding') as tf.Tensor1D;
     const vocab = clip.config.vocab_size;
@@ -136,8 +122,7 @@ describe.runIf(hasShared)('U-Net gradients', () => {
 
 describe.runIf(hasShared)('VAE gradients', () => {
   it('wasm and cpu agree through encode → sample → decode', async () => {
-    const vae = new AutoencoderKL(parseVaeConfig(tinyConfig('vae')));
-    await loadDiffusersWeights(vae, tinyWeights('vae'));
+    const vae = await loadTiny('vae');
     const fx = await loadParityCase('vae_encode');
     const image = fx.nhwc('inputs/image');
     const eps = fx.nhwc('inputs/sample_eps');

@@ -9,7 +9,7 @@ import { timestepFrequencies } from '../../src/models/embeddings.js';
 import { parseUNetConfig, UNet2DConditionModel } from '../../src/models/unet.js';
 import { ConfigError } from '../../src/errors.js';
 import { hasShared } from '../helpers/shared.js';
-import { loadDiffusersWeights, loadParityCase, maxAbsDiff, tinyConfig, tinyWeights, type ParityCase } from '../helpers/parity_case.js';
+import { loadParityCase, loadTiny, maxAbsDiff, type ParityCase } from '../helpers/parity_case.js';
 
 /** Logged so a failing or drifting run shows how close we are, not just pass/fail. */
 const report = (what: string, err: number, atol: number): void => console.log(`${what}: max abs err ${err.toExponential(2)} (atol ${atol})`);
@@ -20,8 +20,7 @@ describe.runIf(hasShared)('UNet2DConditionModel on tiny-sd1', () => {
   let oddCase: ParityCase;
 
   beforeAll(async () => {
-    unet = new UNet2DConditionModel(parseUNetConfig(tinyConfig('unet')));
-    await loadDiffusersWeights(unet, tinyWeights('unet'));
+    unet = await loadTiny('unet');
     unetCase = await loadParityCase('unet');
     oddCase = await loadParityCase('unet_oddsize');
   });

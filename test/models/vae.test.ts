@@ -4,7 +4,7 @@ import { disposeModule, namedParams } from '../../src/nn/module.js';
 import { AutoencoderKL, parseVaeConfig } from '../../src/models/vae.js';
 import { ConfigError } from '../../src/errors.js';
 import { hasShared } from '../helpers/shared.js';
-import { loadDiffusersWeights, loadParityCase, maxAbsDiff, tinyConfig, tinyWeights } from '../helpers/parity_case.js';
+import { loadParityCase, loadTiny, maxAbsDiff } from '../helpers/parity_case.js';
 
 const report = (what: string, err: number, atol: number): void => console.log(`${what}: max abs err ${err.toExponential(2)} (atol ${atol})`);
 
@@ -12,8 +12,7 @@ describe.runIf(hasShared)('AutoencoderKL on tiny-sd1', () => {
   let vae: AutoencoderKL;
 
   beforeAll(async () => {
-    vae = new AutoencoderKL(parseVaeConfig(tinyConfig('vae')));
-    await loadDiffusersWeights(vae, tinyWeights('vae'));
+    vae = await loadTiny('vae');
   });
   afterAll(() => disposeModule(vae));
 

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Embedding } from '../../src/embeddings/load.js';
 import { EmbeddingRegistry } from '../../src/embeddings/registry.js';
-import { CLIPTextModel, parseClipTextConfig } from '../../src/models/clip_text.js';
+import { loadComponentFolder } from '../../src/checkpoints/diffusers_folder.js';
+import type { CLIPTextModel } from '../../src/models/clip_text.js';
 import { disposeModule } from '../../src/nn/module.js';
-import { loadComponent } from '../../src/parity/load.js';
 import { applyEmphasis, encodePrompts, encodeScheduledPrompt, padToSameLength } from '../../src/prompts/conditioning.js';
 import { CLIPTokenizer } from '../../src/tokenizer/clip_tokenizer.js';
 import { fixture, hasShared } from '../helpers/shared.js';
@@ -35,7 +35,7 @@ describe.runIf(hasShared)('encodePrompts on the tiny SD1 text encoder', () => {
   let model: CLIPTextModel;
   let tokenizer: CLIPTokenizer;
   beforeAll(async () => {
-    ({ model } = await loadComponent(fixture('tiny-sd1', 'text_encoder'), parseClipTextConfig, (c) => new CLIPTextModel(c)));
+    model = await loadComponentFolder(fixture('tiny-sd1', 'text_encoder'), 'text_encoder');
     tokenizer = await CLIPTokenizer.fromDiffusersFolder(fixture('tiny-sd1', 'tokenizer'));
   });
   afterAll(() => disposeModule(model));
@@ -139,7 +139,7 @@ describe.runIf(hasShared)('encodePrompts on the tiny SD1 text encoder', () => {
 
 describe.runIf(hasShared)('encodeScheduledPrompt', () => {
   it('encodes every schedule variant in one batch', async () => {
-    const { model } = await loadComponent(fixture('tiny-sd1', 'text_encoder'), parseClipTextConfig, (c) => new CLIPTextModel(c));
+    const model = await loadComponentFolder(fixture('tiny-sd1', 'text_encoder'), 'text_encoder');
     const tokenizer = await CLIPTokenizer.fromBundled();
     const before = tf.memory().numTensors;
     const sched = encodeScheduledPrompt(model, tokenizer, 'a [cat:(dog:1.2):0.5]', 10, undefined);

@@ -6,6 +6,7 @@
 // as its conv when the right operand is tall and wide (11520x1280 here: 19 GFLOP/s), and fast when it is one tap's
 // [Cin, Cout] (32 GFLOP/s); and W[i,j] is a contiguous block of the HWIO filter, so it is used in place.
 import { backend_util, type KernelConfig, type KernelFunc, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs';
+import { chunkRows, convGeometry, type ConvAttrs, type ConvGeometry } from './conv_geometry.js';
 import { aliasOf, alloc, free, freeAlias, heapF32, offsetOf, runWasm, type BackendWasm } from './wasm_helpers.js';
 
 export const conv2DTuning = {
@@ -17,12 +18,8 @@ export const conv2DTuning = {
   minChunkPixels: 64,
 };
 
-interface Conv2DAttrs {
-  strides: number | [number, number];
-  pad: backend_util.ExplicitPadding | 'valid' | 'same' | number;
-  dataFormat: 'NHWC' | 'NCHW';
+interface Conv2DAttrs extends ConvAttrs {
   dilations: number | [number, number];
-  dimRoundingMode?: 'floor' | 'round' | 'ceil';
 }
 
 /** Whether to take the per-tap GEMMs for M output pixels, K = KH*KW*Cin filter rows and Cout columns. */
@@ -50,27 +47,13 @@ function conv2d(args: { inputs: { x: TensorInfo; filter: TensorInfo }; backend: 
   ) {
     return stock();
   }
-  const ci = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number],
-    filter.shape as [number, number, number, number],
-    attrs.strides,
-    1,
-    attrs.pad,
-    attrs.dimRoundingMode,
-    false,
-    'channelsLast',
-  );
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: Cin, outHeight: Ho, outWidth: Wo, outChannels: Cout } = ci;
-  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
+  const g = convGeometry(x.shape, filter.shape, attrs);
+  const { N, Cin, Ho, Wo, Cout, KH, KW } = g;
   const K = KH * KW * Cin;
   const rows = N * Ho; // one "row" = Wo output pixels; chunks are whole rows
   if (rows * Wo === 0 || K === 0 || Cout === 0 || !useGemm(rows * Wo, K, Cout)) return stock();
 
-  const g: Geometry = { H, W, Cin, Ho, Wo, KH, KW, sh, sw, pt: ci.padInfo.top, pl: ci.padInfo.left };
-  const rowsPerChunk = Math.min(
-    rows,
-    Math.max(Math.ceil(conv2DTuning.minChunkPixels / Wo), Math.floor(conv2DTuning.chunkElements / (Cin * Wo))),
-  );
+  const rowsPerChunk = chunkRows(rows, Wo, Cin, conv2DTuning);
   const y = alloc(backend, [N, Ho, Wo, Cout]);
   try {
     for (let i = 0; i < KH; i++) {
@@ -110,25 +93,11 @@ function conv2d(args: { inputs: { x: TensorInfo; filter: TensorInfo }; backend: 
   return y;
 }
 
-interface Geometry {
-  H: number;
-  W: number;
-  Cin: number;
-  Ho: number;
-  Wo: number;
-  KH: number;
-  KW: number;
-  sh: number;
-  sw: number;
-  pt: number;
-  pl: number;
-}
-
 /**
  * Fill dst [(r1-r0)*Wo, Cin] with what tap (i, j) reads for output rows [r0, r1): x[n, ho*sh+i-pt, wo*sw+j-pl, :],
  * 0 outside x. For stride 1 a row's window is one contiguous run of x.
  */
-function tapWindow(heap: Float32Array, x0: number, dst0: number, g: Geometry, i: number, j: number, r0: number, r1: number): void {
+function tapWindow(heap: Float32Array, x0: number, dst0: number, g: ConvGeometry, i: number, j: number, r0: number, r1: number): void {
   const { H, W, Cin, Ho, Wo, sh, sw, pt, pl } = g;
   // Output columns wo whose input column wo*sw+j-pl is inside x; the rest read the zero padding.
   const woLo = Math.min(Wo, Math.max(0, Math.ceil((pl - j) / sw)));

@@ -7,8 +7,9 @@
 // operand is dy (Cout columns: cheap to pack) and we build colsT explicitly. Measured at U-Net shapes, the other
 // orientation (packing the im2col matrix) runs at half the speed. The GEMM is ~85% of the time; building colsT (im2col
 // and transpose fused into one tiled JS pass) the rest. Over the output pixels it is chunked, and the chunks summed.
-import { backend_util, type KernelConfig, type KernelFunc, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs';
-import { aliasOf, alloc, free, freeAlias, heapF32, offsetOf, runWasm, view, type BackendWasm } from './wasm_helpers.js';
+import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+import { checkDyShape, chunkRows, convGeometry, requireNhwcFloat32, tapOffsets, type ConvAttrs, type ConvGeometry } from './conv_geometry.js';
+import { aliasOf, alloc, free, freeAlias, heapF32, offsetOf, runWasm, TILE, view, zeros, type BackendWasm } from './wasm_helpers.js';
 
 export const conv2DBackpropFilterTuning = {
   /**
@@ -21,11 +22,7 @@ export const conv2DBackpropFilterTuning = {
   minChunkPixels: 512,
 };
 
-interface Conv2DBackpropFilterAttrs {
-  strides: number | [number, number];
-  pad: backend_util.ExplicitPadding | 'valid' | 'same' | number;
-  dataFormat: 'NHWC' | 'NCHW';
-  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+interface Conv2DBackpropFilterAttrs extends ConvAttrs {
   filterShape: [number, number, number, number];
 }
 
@@ -33,49 +30,20 @@ function conv2DBackpropFilter(args: { inputs: { x: TensorInfo; dy: TensorInfo };
   const { backend } = args;
   const { x, dy } = args.inputs;
   const attrs = args.attrs as unknown as Conv2DBackpropFilterAttrs;
-  if (backend_util.convertConv2DDataFormat(attrs.dataFormat) !== 'channelsLast') {
-    throw new Error(`wasm Conv2DBackpropFilter supports only dataFormat 'NHWC', got '${attrs.dataFormat}'`);
-  }
-  if (x.dtype !== 'float32' || dy.dtype !== 'float32') throw new Error('wasm Conv2DBackpropFilter supports only float32');
-  const ci = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number],
-    attrs.filterShape,
-    attrs.strides,
-    1,
-    attrs.pad,
-    attrs.dimRoundingMode,
-    false,
-    'channelsLast',
-  );
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: Cin, outHeight: Ho, outWidth: Wo, outChannels: Cout } = ci;
-  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
-  const pt = ci.padInfo.top;
-  const pl = ci.padInfo.left;
-  if (dy.shape.join() !== [N, Ho, Wo, Cout].join()) {
-    throw new Error(`Conv2DBackpropFilter: dy has shape [${dy.shape}], expected [${[N, Ho, Wo, Cout]}]`);
-  }
-  const taps = KH * KW;
-  const K = taps * Cin; // rows of dW (HWIO flattened over H, W, I)
+  requireNhwcFloat32('Conv2DBackpropFilter', attrs.dataFormat, x.dtype, dy.dtype);
+  const geom = convGeometry(x.shape, attrs.filterShape, attrs);
+  checkDyShape('Conv2DBackpropFilter', dy.shape, geom);
+  const { N, Cin, Ho, Wo, KH, KW } = geom;
+  const K = KH * KW * Cin; // rows of dW (HWIO flattened over H, W, I)
   const rows = N * Ho; // one "row" = Wo output pixels; chunks are whole rows
-  if (rows * Wo === 0) {
-    const zero = alloc(backend, attrs.filterShape);
-    backend.typedArrayFromHeap(zero).fill(0);
-    return zero;
-  }
-  const rowsPerChunk = Math.min(
-    rows,
-    Math.max(
-      Math.ceil(conv2DBackpropFilterTuning.minChunkPixels / Wo),
-      Math.floor(conv2DBackpropFilterTuning.chunkElements / (K * Wo)),
-    ),
-  );
+  if (rows * Wo === 0) return zeros(backend, attrs.filterShape);
+  const rowsPerChunk = chunkRows(rows, Wo, K, conv2DBackpropFilterTuning);
 
-  const geom: Geometry = { H, W, Cin, Ho, Wo, KH, KW, sh, sw, pt, pl };
   let acc: TensorInfo | undefined; // [1, K, Cout], the sum over chunks so far
   try {
     for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
       const r1 = Math.min(rows, r0 + rowsPerChunk);
-      const part = chunkProduct(backend, x, dy, geom, r0, r1, Cout);
+      const part = chunkProduct(backend, x, dy, geom, r0, r1);
       if (acc === undefined) {
         acc = part;
         continue;
@@ -93,37 +61,22 @@ function conv2DBackpropFilter(args: { inputs: { x: TensorInfo; dy: TensorInfo };
   return { dataId: acc!.dataId, shape: [...attrs.filterShape], dtype: 'float32' };
 }
 
-interface Geometry {
-  H: number;
-  W: number;
-  Cin: number;
-  Ho: number;
-  Wo: number;
-  KH: number;
-  KW: number;
-  sh: number;
-  sw: number;
-  pt: number;
-  pl: number;
-}
-
 /** colsT . dy over output rows [r0, r1) (row = one output image row, Wo pixels): returns [1, K, Cout]. */
 function chunkProduct(
   backend: BackendWasm,
   x: TensorInfo,
   dy: TensorInfo,
-  g: Geometry,
+  g: ConvGeometry,
   r0: number,
   r1: number,
-  Cout: number,
 ): TensorInfo {
-  const taps = g.KH * g.KW;
-  const K = taps * g.Cin;
-  const Mc = (r1 - r0) * g.Wo;
+  const { Cin, Wo, Cout, KH, KW } = g;
+  const K = KH * KW * Cin;
+  const Mc = (r1 - r0) * Wo;
   const colsT = alloc(backend, [K, Mc]);
   // Rows r0..r1 of dy [M, Cout], in place. Why an alias and not `dy` itself: BatchMatMul caches its packed right
   // operand keyed on the tensor id until that tensor is freed; the alias's cache dies with the alias.
-  const dyChunk = aliasOf(backend, dy, r0 * g.Wo * Cout, [1, Mc, Cout]);
+  const dyChunk = aliasOf(backend, dy, r0 * Wo * Cout, [1, Mc, Cout]);
   try {
     im2colT(heapF32(backend), offsetOf(backend, x), offsetOf(backend, colsT), g, r0, r1);
     // [1, K, Mc] . [1, Mc, Cout] -> [1, K, Cout] (batch 1, no transposes: the XNNPACK path).
@@ -134,28 +87,18 @@ function chunkProduct(
   }
 }
 
-/** Edge of the square tiles im2colT moves (as in `transposeInHeap`: 32x32 floats keep both sides in L1). */
-const TILE = 32;
-
 /**
  * Fill colsT [taps*Cin, Mc] (at element offset `dst0` of `heap`; row (i,j,c), column = output pixel of rows
  * [r0, r1)) from x (at `x0`); padding reads as 0. Im2col and its transpose in one tiled pass: each pixel's Cin
  * channels are contiguous in x and go down one column of colsT.
  */
-function im2colT(heap: Float32Array, x0: number, dst0: number, g: Geometry, r0: number, r1: number): void {
-  const { H, W, Cin, Ho, Wo, KH, KW, sh, sw, pt, pl } = g;
+function im2colT(heap: Float32Array, x0: number, dst0: number, g: ConvGeometry, r0: number, r1: number): void {
+  const { Cin, Wo, KH, KW } = g;
   const Mc = (r1 - r0) * Wo;
   const src = new Int32Array(Mc); // per pixel: offset of its tap's channel vector in x, or -1 (padding)
   for (let i = 0; i < KH; i++) {
     for (let j = 0; j < KW; j++) {
-      for (let r = r0, m = 0; r < r1; r++) {
-        const n = Math.floor(r / Ho);
-        const h = (r % Ho) * sh + i - pt;
-        for (let wo = 0; wo < Wo; wo++, m++) {
-          const w = wo * sw + j - pl;
-          src[m] = h < 0 || h >= H || w < 0 || w >= W ? -1 : x0 + ((n * H + h) * W + w) * Cin;
-        }
-      }
+      tapOffsets(src, x0, g, i, j, r0, r1);
       const tapBase = dst0 + (i * KW + j) * Cin * Mc;
       for (let m0 = 0; m0 < Mc; m0 += TILE) {
         const m1 = Math.min(Mc, m0 + TILE);

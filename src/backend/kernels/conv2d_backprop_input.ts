@@ -11,8 +11,9 @@
 // interleaved into dx. Rows a phase's window reads outside dy are the conv's zero padding (or cropped, if negative).
 //
 // 2. One GEMM and a scatter-add (`viaGemm`), for big filters over few pixels, where XNNPACK's conv is slow.
-import { backend_util, type KernelConfig, type KernelFunc, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs';
-import { alloc, free, heapF32, offsetOf, runWasm, transposeInHeap, view, type BackendWasm } from './wasm_helpers.js';
+import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+import { checkDyShape, chunkRows, convGeometry, requireNhwcFloat32, tapOffsets, type ConvAttrs, type ConvGeometry } from './conv_geometry.js';
+import { alloc, free, heapF32, offsetOf, runWasm, TILE, transposeInHeap, view, zeros, type BackendWasm } from './wasm_helpers.js';
 
 export const conv2DBackpropInputTuning = {
   /**
@@ -27,11 +28,7 @@ export const conv2DBackpropInputTuning = {
   minChunkPixels: 512,
 };
 
-interface Conv2DBackpropInputAttrs {
-  strides: number | [number, number];
-  pad: backend_util.ExplicitPadding | 'valid' | 'same' | number;
-  dataFormat: 'NHWC' | 'NCHW';
-  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+interface Conv2DBackpropInputAttrs extends ConvAttrs {
   inputShape: [number, number, number, number];
 }
 
@@ -67,31 +64,12 @@ function conv2DBackpropInput(args: { inputs: { dy: TensorInfo; filter: TensorInf
   const { backend } = args;
   const { dy, filter } = args.inputs;
   const attrs = args.attrs as unknown as Conv2DBackpropInputAttrs;
-  if (backend_util.convertConv2DDataFormat(attrs.dataFormat) !== 'channelsLast') {
-    throw new Error(`wasm Conv2DBackpropInput supports only dataFormat 'NHWC', got '${attrs.dataFormat}'`);
-  }
-  if (dy.dtype !== 'float32' || filter.dtype !== 'float32') throw new Error('wasm Conv2DBackpropInput supports only float32');
-  const ci = backend_util.computeConv2DInfo(
-    attrs.inputShape,
-    filter.shape as [number, number, number, number],
-    attrs.strides,
-    1,
-    attrs.pad,
-    attrs.dimRoundingMode,
-    false,
-    'channelsLast',
-  );
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: Cin, outHeight: Ho, outWidth: Wo, outChannels: Cout } = ci;
-  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
-  if (dy.shape.join() !== [N, Ho, Wo, Cout].join()) {
-    throw new Error(`Conv2DBackpropInput: dy has shape [${dy.shape}], expected [${[N, Ho, Wo, Cout]}]`);
-  }
+  requireNhwcFloat32('Conv2DBackpropInput', attrs.dataFormat, dy.dtype, filter.dtype);
+  const g = convGeometry(attrs.inputShape, filter.shape, attrs);
+  checkDyShape('Conv2DBackpropInput', dy.shape, g);
+  const { N, H, W, Cin, Ho, Wo, Cout, KH, KW, sh, sw, pt, pl } = g;
   const dxShape = [N, H, W, Cin];
-  if (useGemm(N * Ho * Wo, KH * KW * Cin)) {
-    return viaGemm(backend, dy, filter, {
-      N, H, W, Cin, Ho, Wo, Cout, KH, KW, sh, sw, pt: ci.padInfo.top, pl: ci.padInfo.left,
-    });
-  }
+  if (useGemm(N * Ho * Wo, KH * KW * Cin)) return viaGemm(backend, dy, filter, g);
 
   // The filter with in/out channels swapped: [KH, KW, Cin, Cout] -> [KH, KW, Cout, Cin]; phases copy taps out of it.
   const tapSize = Cout * Cin;
@@ -101,9 +79,9 @@ function conv2DBackpropInput(args: { inputs: { dy: TensorInfo; filter: TensorInf
   let dx: TensorInfo | undefined;
   try {
     for (let ph = 0; ph < sh; ph++) {
-      const ay = axisPhase(ph, sh, ci.padInfo.top, H, Ho, KH);
+      const ay = axisPhase(ph, sh, pt, H, Ho, KH);
       for (let pw = 0; pw < sw; pw++) {
-        const ax = axisPhase(pw, sw, ci.padInfo.left, W, Wo, KW);
+        const ax = axisPhase(pw, sw, pl, W, Wo, KW);
         if (ay.count === 0 || ax.count === 0) continue; // no dx pixels in this phase (input smaller than stride)
         const empty = ay.taps === 0 || ax.taps === 0 || ay.lo > ay.hi || ax.lo > ax.hi || N * Cin === 0 || Cout === 0;
         if (sh === 1 && sw === 1 && !empty) {
@@ -122,11 +100,8 @@ function conv2DBackpropInput(args: { inputs: { dy: TensorInfo; filter: TensorInf
         free(backend, part);
       }
     }
-    if (dx === undefined) {
-      // Degenerate: nothing to compute (e.g. an empty input); still a well-formed zero tensor.
-      dx = alloc(backend, dxShape);
-      backend.typedArrayFromHeap(dx).fill(0);
-    }
+    // Degenerate: nothing to compute (e.g. an empty input); still a well-formed zero tensor.
+    dx ??= zeros(backend, dxShape);
   } catch (e) {
     free(backend, dx);
     throw e;
@@ -251,39 +226,16 @@ function useGemm(M: number, K: number): boolean {
   return K > 4 * M;
 }
 
-interface Geometry {
-  N: number;
-  H: number;
-  W: number;
-  Cin: number;
-  Ho: number;
-  Wo: number;
-  Cout: number;
-  KH: number;
-  KW: number;
-  sh: number;
-  sw: number;
-  pt: number;
-  pl: number;
-}
-
 /**
  * dx by GEMM: dcolsT [K, M] = W [K, Cout] . dy^T [Cout, M] (row (i,j,c) of dcolsT is what pixel m sends to
  * x[n, ho*sh+i-pt, wo*sw+j-pl, c]), then a scatter-add of dcolsT into dx (col2im). Chunked over output rows.
  */
-function viaGemm(backend: BackendWasm, dy: TensorInfo, filter: TensorInfo, g: Geometry): TensorInfo {
+function viaGemm(backend: BackendWasm, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry): TensorInfo {
   const { N, H, W, Cin, Ho, Wo, Cout, KH, KW } = g;
   const K = KH * KW * Cin;
   const rows = N * Ho;
-  const rowsPerChunk = Math.min(
-    rows,
-    Math.max(
-      Math.ceil(conv2DBackpropInputTuning.minChunkPixels / Wo),
-      Math.floor(conv2DBackpropInputTuning.chunkElements / (K * Wo)),
-    ),
-  );
-  const dx = alloc(backend, [N, H, W, Cin]);
-  backend.typedArrayFromHeap(dx).fill(0); // col2im accumulates
+  const rowsPerChunk = chunkRows(rows, Wo, K, conv2DBackpropInputTuning);
+  const dx = zeros(backend, [N, H, W, Cin]); // col2im accumulates
   try {
     for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
       const r1 = Math.min(rows, r0 + rowsPerChunk);
@@ -308,28 +260,18 @@ function viaGemm(backend: BackendWasm, dy: TensorInfo, filter: TensorInfo, g: Ge
   return dx;
 }
 
-/** Edge of the square tiles col2imT moves (32x32 floats keep both sides in L1, as in `transposeInHeap`). */
-const TILE = 32;
-
 /**
  * dx[n, h, w, c] += dcolsT[(i*KW + j)*Cin + c, m] for each output pixel m = (n, ho, wo) of rows [r0, r1) and tap (i, j)
  * with (h, w) = (ho*sh+i-pt, wo*sw+j-pl) inside x. Tiled: a tile reads 32 pixels x 32 channels of dcolsT (columns)
  * and adds them into 32 contiguous channel runs of dx.
  */
-function col2imT(heap: Float32Array, src0: number, dx0: number, g: Geometry, r0: number, r1: number): void {
-  const { H, W, Cin, Ho, Wo, KH, KW, sh, sw, pt, pl } = g;
+function col2imT(heap: Float32Array, src0: number, dx0: number, g: ConvGeometry, r0: number, r1: number): void {
+  const { Cin, Wo, KH, KW } = g;
   const Mc = (r1 - r0) * Wo;
   const dst = new Int32Array(Mc); // per pixel: offset in dx of the channel vector its tap lands on, or -1 (padding)
   for (let i = 0; i < KH; i++) {
     for (let j = 0; j < KW; j++) {
-      for (let r = r0, m = 0; r < r1; r++) {
-        const n = Math.floor(r / Ho);
-        const h = (r % Ho) * sh + i - pt;
-        for (let wo = 0; wo < Wo; wo++, m++) {
-          const w = wo * sw + j - pl;
-          dst[m] = h < 0 || h >= H || w < 0 || w >= W ? -1 : dx0 + ((n * H + h) * W + w) * Cin;
-        }
-      }
+      tapOffsets(dst, dx0, g, i, j, r0, r1);
       const tapBase = src0 + (i * KW + j) * Cin * Mc;
       for (let m0 = 0; m0 < Mc; m0 += TILE) {
         const m1 = Math.min(Mc, m0 + TILE);

@@ -54,6 +54,13 @@ export function alloc(backend: BackendWasm, shape: number[], dtype: DataType = '
   return backend.makeOutput(shape, dtype);
 }
 
+/** Allocate float32 backend data filled with zeros. */
+export function zeros(backend: BackendWasm, shape: number[]): TensorInfo {
+  const t = alloc(backend, shape);
+  backend.typedArrayFromHeap(t).fill(0);
+  return t;
+}
+
 /**
  * A tensor aliasing `shape`-many elements of `base` from element `offset` on: no copy, no allocation. Why: the C++
  * kernels address tensors by id, so to make one read (or write) part of a buffer -- one matrix of a batch -- it needs
@@ -95,8 +102,11 @@ export function offsetOf(backend: BackendWasm, t: TensorInfo): number {
   return data.memoryOffset >>> 2;
 }
 
-/** Edge of the square tiles `transposeInHeap` moves: 32x32 floats (4 KiB) keep both sides of a tile in L1. */
-const TILE = 32;
+/**
+ * Edge of the square tiles `transposeInHeap` (and the kernels' im2col/col2im passes) move: 32x32 floats (4 KiB) keep
+ * both sides of a tile in L1.
+ */
+export const TILE = 32;
 
 /**
  * dst[b][c][r] = src[b][r][c] for a batch of row-major [rows, cols] matrices, all at element offsets in `heap`.

@@ -6,15 +6,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { FormatError } from '../../errors.js';
 import type { LoadedTensor } from '../../formats/dtype.js';
-import { CLIPTextModel, parseClipTextConfig } from '../../models/clip_text.js';
-import { parseUNetConfig, UNet2DConditionModel } from '../../models/unet.js';
-import { AutoencoderKL, parseVaeConfig } from '../../models/vae.js';
 import { Conditioning } from '../../pipelines/conditioning.js';
 import { decodeLatents, sampleLatents, type SampleSpec } from '../../pipelines/sample.js';
 import { replayNoise } from '../../samplers/index.js';
 import { CLIPTokenizer } from '../../tokenizer/clip_tokenizer.js';
 import type { FixtureCase } from '../fixture.js';
-import { loadComponent } from '../load.js';
 import type { ComputedOutput, KindContext, KindHandler } from '../types.js';
 import { schedulerArg } from './scheduler_trajectory.js';
 import { nchwOutput, nhwcTensor } from './util.js';
@@ -48,10 +44,10 @@ async function promptIds(fx: FixtureCase, tok: CLIPTokenizer, input: string, arg
 async function runCase({ fixture: fx, components }: KindContext, mode: Mode): Promise<Map<string, ComputedOutput>> {
   const dir = fx.modelDir;
   const [unet, vae, textEncoder, tok] = await Promise.all([
-    components.get(dir, 'unet', async (d) => (await loadComponent(d, parseUNetConfig, (c) => new UNet2DConditionModel(c))).model),
-    components.get(dir, 'vae', async (d) => (await loadComponent(d, parseVaeConfig, (c) => new AutoencoderKL(c))).model),
-    components.get(dir, 'text_encoder', async (d) => (await loadComponent(d, parseClipTextConfig, (c) => new CLIPTextModel(c))).model),
-    components.get(dir, 'tokenizer', (d) => CLIPTokenizer.fromDiffusersFolder(d)),
+    components.model(dir, 'unet'),
+    components.model(dir, 'vae'),
+    components.model(dir, 'text_encoder'),
+    components.tokenizer(dir),
   ]);
   const { name, config } = schedulerArg(fx, 'scheduler');
   const ids = [await promptIds(fx, tok, 'prompt_ids', 'prompt'), await promptIds(fx, tok, 'negative_prompt_ids', 'negative_prompt')];

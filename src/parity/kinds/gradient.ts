@@ -4,13 +4,10 @@
 // The placeholder (id = vocab size, a row the table does not have) enters through inputs_embeds, which is the
 // fixture's own equivalent formulation: the gradient sums over the placeholder's positions.
 import * as tf from '@tensorflow/tfjs';
-import { CLIPTextModel, parseClipTextConfig } from '../../models/clip_text.js';
-import { parseUNetConfig, UNet2DConditionModel } from '../../models/unet.js';
 import { namedParams } from '../../nn/module.js';
 import { addNoise, trainingTarget } from '../../samplers/add_noise.js';
 import { noiseSchedule } from '../../schedules/betas.js';
 import { parseSchedulerConfig } from '../../schedules/config.js';
-import { loadComponent } from '../load.js';
 import type { ComputedOutput, KindHandler } from '../types.js';
 import { floatTensor, intTensor, nchwOutput, nhwcTensor, plainOutput, tidyData } from './util.js';
 
@@ -26,12 +23,8 @@ export const gradientKind: KindHandler = {
   components: ['text_encoder', 'unet'],
   async run({ fixture, components }) {
     const args = (fixture.spec.args ?? {}) as GradientArgs;
-    const te = await components.get(fixture.modelDir, 'text_encoder', async (dir) =>
-      (await loadComponent(dir, parseClipTextConfig, (c) => new CLIPTextModel(c))).model,
-    );
-    const unet = await components.get(fixture.modelDir, 'unet', async (dir) =>
-      (await loadComponent(dir, parseUNetConfig, (c) => new UNet2DConditionModel(c))).model,
-    );
+    const te = await components.model(fixture.modelDir, 'text_encoder');
+    const unet = await components.model(fixture.modelDir, 'unet');
     const scheduler = parseSchedulerConfig(args.scheduler?.config ?? {}, `${fixture.jsonPath} args.scheduler`);
     const alphasCumprod = noiseSchedule(scheduler).alphasCumprod;
     const [ids, placeholder, latents, noise, timesteps] = await Promise.all(

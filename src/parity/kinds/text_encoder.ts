@@ -1,7 +1,5 @@
 // `text_encoder` cases: CLIPTextModel(input_ids, output_hidden_states=True) and the clip-skip-2 embedding.
 import * as tf from '@tensorflow/tfjs';
-import { CLIPTextModel, parseClipTextConfig } from '../../models/clip_text.js';
-import { loadComponent } from '../load.js';
 import type { ComputedOutput, KindHandler } from '../types.js';
 import { intTensor, plainOutput, tidyData } from './util.js';
 
@@ -9,9 +7,7 @@ export const textEncoderKind: KindHandler = {
   kind: 'text_encoder',
   components: ['text_encoder'],
   async run({ fixture, components }) {
-    const model = await components.get(fixture.modelDir, 'text_encoder', async (dir) =>
-      (await loadComponent(dir, parseClipTextConfig, (c) => new CLIPTextModel(c))).model,
-    );
+    const model = await components.model(fixture.modelDir, 'text_encoder');
     const ids = await fixture.input('input_ids');
     return tidyData(() => {
       const inputIds = intTensor(ids) as tf.Tensor2D; // [B, T]

@@ -1,7 +1,6 @@
 // `tokenizer` cases: prompts → input_ids / attention_mask with the model's own tokenizer folder, as the SD pipelines
 // call it (padding to max length, truncation).
 import { FormatError } from '../../errors.js';
-import { CLIPTokenizer } from '../../tokenizer/clip_tokenizer.js';
 import type { ComputedOutput, KindHandler } from '../types.js';
 
 export const tokenizerKind: KindHandler = {
@@ -12,7 +11,7 @@ export const tokenizerKind: KindHandler = {
     if (!Array.isArray(prompts) || !prompts.every((p) => typeof p === 'string')) {
       throw new FormatError(fixture.jsonPath, "'args.prompts' must be a list of strings");
     }
-    const tok = await components.get(fixture.modelDir, 'tokenizer', (dir) => CLIPTokenizer.fromDiffusersFolder(dir));
+    const tok = await components.tokenizer(fixture.modelDir);
     const rows = prompts.map((p) => tok.tokenize(p));
     const n = rows.length;
     const flat = (pick: (r: (typeof rows)[number]) => number[]): ComputedOutput => ({

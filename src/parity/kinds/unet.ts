@@ -1,7 +1,6 @@
 // `unet` cases: UNet2DConditionModel(sample, timestep, encoder_hidden_states).sample, NCHW in the fixture.
 import * as tf from '@tensorflow/tfjs';
-import { parseUNetConfig, UNet2DConditionModel, type Timesteps } from '../../models/unet.js';
-import { loadComponent } from '../load.js';
+import type { Timesteps } from '../../models/unet.js';
 import type { KindHandler } from '../types.js';
 import { floatTensor, nchwOutput, nhwcTensor, tidyData } from './util.js';
 
@@ -9,9 +8,7 @@ export const unetKind: KindHandler = {
   kind: 'unet',
   components: ['unet'],
   async run({ fixture, components }) {
-    const unet = await components.get(fixture.modelDir, 'unet', async (dir) =>
-      (await loadComponent(dir, parseUNetConfig, (c) => new UNet2DConditionModel(c))).model,
-    );
+    const unet = await components.model(fixture.modelDir, 'unet');
     const [sample, timestep, ehs] = await Promise.all([
       fixture.input('sample'),
       fixture.input('timestep'),

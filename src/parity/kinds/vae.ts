@@ -1,19 +1,13 @@
 // `vae_encode` / `vae_decode` cases: AutoencoderKL.encode(image).latent_dist and .decode(z).sample, NCHW in the fixture.
 import * as tf from '@tensorflow/tfjs';
-import { AutoencoderKL, parseVaeConfig } from '../../models/vae.js';
-import type { ComponentCache } from '../models.js';
-import { loadComponent } from '../load.js';
 import type { ComputedOutput, KindHandler } from '../types.js';
 import { nchwOutput, nhwcTensor, tidyData } from './util.js';
-
-const loadVae = (components: ComponentCache, modelDir: string) =>
-  components.get(modelDir, 'vae', async (dir) => (await loadComponent(dir, parseVaeConfig, (c) => new AutoencoderKL(c))).model);
 
 export const vaeEncodeKind: KindHandler = {
   kind: 'vae_encode',
   components: ['vae'],
   async run({ fixture, components }) {
-    const vae = await loadVae(components, fixture.modelDir);
+    const vae = await components.model(fixture.modelDir, 'vae');
     const image = await fixture.input('image');
     const eps = fixture.spec.inputs.sample_eps ? await fixture.input('sample_eps') : undefined;
     return tidyData(() => {
@@ -40,7 +34,7 @@ export const vaeDecodeKind: KindHandler = {
   kind: 'vae_decode',
   components: ['vae'],
   async run({ fixture, components }) {
-    const vae = await loadVae(components, fixture.modelDir);
+    const vae = await components.model(fixture.modelDir, 'vae');
     const z = await fixture.input('z');
     return tidyData(() => {
       const image = vae.decode(nhwcTensor(z)); // [B, H, W, 3], nominally [-1, 1]
