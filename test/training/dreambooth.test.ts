@@ -20,6 +20,7 @@ import { Ema, emaDecay } from '../../src/training/ema.js';
 import { checkpointedUNetForward, withoutGradient } from '../../src/training/grad_checkpoint.js';
 import { train } from '../../src/training/loop.js';
 import { buildStepContext } from '../../src/training/micro_batch.js';
+import { loadParityCase, maxAbsDiff } from '../helpers/parity_case.js';
 import { hasShared } from '../helpers/shared.js';
 import { useTmpDir } from '../helpers/tmp.js';
 import { changedWeights, disposeItems, loadTiny, memorySource, snapshotWeights, tinyItems, type Tiny } from './helpers.js';
@@ -121,6 +122,44 @@ describe.runIf(hasShared)('DreamBooth (tiny SD1)', () => {
         m.release();
       });
     }
+  });
+
+  it('grad_ti_dreambooth (diffusers): the U-Net weight gradients through the checkpointed U-Net match the fixture', async () => {
+    const fx = await loadParityCase('grad_ti_dreambooth');
+    const tables = await loadParityCase('sched_tables');
+    const clip = tiny.model.textEncoder;
+    const unet = tiny.model.unet;
+    const m = await method(dbConfig());
+    const ids = fx.tensor('inputs/input_ids') as tf.Tensor2D;
+    const placeholder = fx.tensor('inputs/placeholder_embedding') as tf.Tensor1D;
+    const vocab = clip.config.vocab_size;
+    const ac = (await tables.tensor('outputs/alphas_cumprod').data()) as Float32Array;
+    const ts = Array.from((await fx.tensor('inputs/timesteps').data()) as Int32Array);
+    const sqrtA = tf.tensor(ts.map((t) => Math.fround(Math.sqrt(ac[t]!))), [ts.length, 1, 1, 1]);
+    const sqrt1mA = tf.tensor(ts.map((t) => Math.fround(Math.sqrt(Math.fround(1 - ac[t]!)))), [ts.length, 1, 1, 1]);
+    const noise = fx.nhwc('inputs/noise');
+    const noisy = fx.nhwc('inputs/latents').mul(sqrtA).add(noise.mul(sqrt1mA)) as tf.Tensor4D;
+    const ctx = tf.tidy(() => {
+      const embeds = tf.where(ids.equal(vocab).expandDims(2), placeholder.reshape([1, 1, -1]).tile([ids.shape[0], ids.shape[1], 1]), clip.embed(ids.minimum(vocab - 1) as tf.Tensor2D));
+      return clip.forward(ids, { inputsEmbeds: embeds as tf.Tensor3D }).lastHiddenState;
+    });
+    const keys = ['down_blocks.0.resnets.0.conv1.weight', 'down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight', 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.weight'];
+    const vars = keys.map((k) => namedParams(unet).get(k)!.t as tf.Variable);
+    const { value, grads } = tf.variableGrads(
+      () => tf.losses.meanSquaredError(noise, checkpointedUNetForward(unet, noisy, tf.tensor1d(ts, 'int32'), ctx)) as tf.Scalar,
+      vars,
+    );
+    expect(Math.abs(value.dataSync()[0]! - fx.tensor('outputs/loss').dataSync()[0]!)).toBeLessThanOrEqual(fx.atol('loss'));
+    for (const [i, k] of keys.entries()) {
+      const ref = fx.tensor(`outputs/grad_${k}`);
+      const refLayout = ref.rank === 4 ? ref.transpose([2, 3, 1, 0]) : ref; // OIHW → HWIO
+      const err = await maxAbsDiff(grads[vars[i]!.name]!, refLayout);
+      console.log(`grad_ti_dreambooth grad_${k} (checkpointed): max abs err ${err.toExponential(2)} (atol ${fx.atol(`grad_${k}`)})`);
+      expect(err).toBeLessThanOrEqual(fx.atol(`grad_${k}`));
+      tf.dispose([ref, refLayout]);
+    }
+    tf.dispose([value, ...Object.values(grads), ids, placeholder, sqrtA, sqrt1mA, noise, noisy, ctx]);
+    m.release();
   });
 
   it('checkpointing lowers the peak tensor memory of a forward + backward', async () => {
