@@ -36,3 +36,6 @@ export { TextualInversion } from './training/textual_inversion.js';
 export { readLora } from './lora/read.js';
 export { applyLoras } from './lora/apply.js';
 export { readHypernetwork, writeHypernetworkPt } from './hypernetwork/file.js';
+export { Hypernetwork } from './hypernetwork/hypernetwork.js';
+export { DreamBooth } from './training/dreambooth.js';
+export { ensureClassImages } from './training/class_images.js';

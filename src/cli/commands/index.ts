@@ -4,6 +4,7 @@ import { config } from './config.js';
 import { dataset } from './dataset.js';
 import { dreambooth } from './dreambooth.js';
 import { embed } from './embed.js';
+import { hypernetwork } from './hypernetwork.js';
 import { inspect } from './inspect.js';
 import { lora } from './lora.js';
 import { merge } from './merge.js';
@@ -11,4 +12,4 @@ import { sample } from './sample.js';
 import { tokenize } from './tokenize.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [sample, embed, dreambooth, lora, merge, inspect, tokenize, config, dataset];
+export const commands: CommandModule<any, any>[] = [sample, embed, hypernetwork, dreambooth, lora, merge, inspect, tokenize, config, dataset];
