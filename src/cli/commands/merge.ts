@@ -3,7 +3,7 @@
 // The LoRA files are read and shape-checked against the base model's configs before its weights are loaded. Output is
 // atomic: a single file is renamed into place, a folder is assembled under a temporary name and renamed.
 import { existsSync, statSync } from 'node:fs';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { weightBytes } from '../../backend/memory.js';
@@ -97,6 +97,7 @@ export const merge: CommandModule<object, Args> = {
       };
       const pipeline = { unet: model.unet, vae: model.vae, textEncoder: model.textEncoder, configs: configsOf(model) };
       if (single) {
+        await mkdir(dirname(out), { recursive: true });
         await writeSingleFile(out, pipeline, {
           dtype,
           metadata: {
