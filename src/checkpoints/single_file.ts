@@ -58,13 +58,13 @@ function tables(configs: Pipeline['configs']): Record<'unet' | 'vae' | 'text_enc
 
 /** The configs, family and assumptions derived from a single file's tensor shapes, without reading any weights. */
 export async function readSingleFileConfigs(path: string, opts: SingleFileOptions = {}): Promise<ReturnType<typeof deriveConfigs>> {
-  return withSource(openSource(path), async (source) => deriveConfigs(source.shapes, path, opts));
+  return withSource(openSource(path), async (source) => deriveConfigs(source.shapes, path, withStoredConfigs(source.metadata, opts)));
 }
 
 /** Loads an original single-file checkpoint; every tensor is checked (names, shapes) before any data is read. */
 export async function loadSingleFile(path: string, opts: SingleFileOptions = {}): Promise<LoadedSingleFile> {
   return withSource(openSource(path), async (source) => {
-    const derived = deriveConfigs(source.shapes, path, opts);
+    const derived = deriveConfigs(source.shapes, path, withStoredConfigs(source.metadata, opts));
     const predictionType = opts.predictionType ?? 'epsilon';
     const pipe = buildPipeline(derived.configs);
     const keys = tables(derived.configs);
@@ -175,7 +175,32 @@ export async function writeSingleFile(
       out.set(k, { shape: [v.length], data: v, dtype: 'F32' });
     }
   }
-  await writeSafetensors(path, out, opts.metadata);
+  // Why: a few config values cannot be read back from shapes (a text encoder's head count when its width is not a
+  // multiple of 64, GroupNorm groups); files we write carry the configs so they reload exactly.
+  await writeSafetensors(path, out, { ...opts.metadata, [CONFIGS_KEY]: JSON.stringify(pipeline.configs) });
+}
+
+const CONFIGS_KEY = 'sdtrain.configs';
+
+/** Overrides from the configs a file written by sdtrain carries; the caller's own overrides win. */
+function withStoredConfigs(metadata: Readonly<Record<string, string>>, opts: SingleFileOptions): SingleFileOptions {
+  const raw = metadata[CONFIGS_KEY];
+  if (raw === undefined) return opts;
+  let stored: ConfigOverrides;
+  try {
+    stored = JSON.parse(raw) as ConfigOverrides;
+  } catch {
+    return opts; // a damaged hint is not worth failing the load: the shapes still give the configs
+  }
+  const ov = opts.overrides ?? {};
+  return {
+    ...opts,
+    overrides: {
+      unet: { ...stored.unet, ...ov.unet },
+      vae: { ...stored.vae, ...ov.vae },
+      text_encoder: { ...stored.text_encoder, ...ov.text_encoder },
+    },
+  };
 }
 
 /** Adds one model's tensors under their original names, converted when the writer reads them (lazyTensor). */

@@ -69,7 +69,8 @@ describe('SD 2.x layout round trip', () => {
       const fused = (await f.read(`${P}transformer.resblocks.1.attn.in_proj_weight`)).data as Float32Array;
       const layer = pipe.textEncoder.text_model.encoder.layers[1]!;
       expect(fused.subarray(64 * 64, 2 * 64 * 64)).toEqual(layer.self_attn.k_proj.weight.t.dataSync());
-      expect(f.metadata).toEqual({ a: 'b' });
+      expect(f.metadata).toMatchObject({ a: 'b' });
+      expect(Object.keys(f.metadata).sort()).toEqual(['a', 'sdtrain.configs']);
     } finally {
       await f.close();
     }
