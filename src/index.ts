@@ -39,3 +39,5 @@ export { readHypernetwork, writeHypernetworkPt } from './hypernetwork/file.js';
 export { Hypernetwork } from './hypernetwork/hypernetwork.js';
 export { DreamBooth } from './training/dreambooth.js';
 export { ensureClassImages } from './training/class_images.js';
+export { LoraTraining } from './training/lora.js';
+export { writeKohyaLora, kohyaLoraMetadata } from './lora/write.js';
