@@ -78,7 +78,9 @@ export function attention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads:
     if (slice === tq) return attend(qs, ks, vs, m, 0);
     const n = qs.shape[0];
     const parts: tf.Tensor3D[] = [];
-    for (let i = 0; i < tq; i += slice) parts.push(attend(qs.slice([0, i, 0], [n, Math.min(slice, tq - i), d]), ks, vs, m, i));
+    // Each slice in its own scope: otherwise its scores and softmax stay alive until the caller's scope ends and
+    // slicing bounds nothing. (Safe under gradient recording: the engine keeps what the backward pass needs.)
+    for (let i = 0; i < tq; i += slice) parts.push(tf.tidy(() => attend(qs.slice([0, i, 0], [n, Math.min(slice, tq - i), d]), ks, vs, m, i)));
     return tf.concat(parts, 1);
   };
   const mapSlice = opts.mapSliceSize && opts.mapSliceSize < maps ? opts.mapSliceSize : maps;
@@ -92,7 +94,8 @@ export function attention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads:
     for (let i = 0; i < maps; i += mapSlice) {
       const n = Math.min(mapSlice, maps - i);
       const take = (x: tf.Tensor3D): tf.Tensor3D => x.slice([i, 0, 0], [n, x.shape[1], x.shape[2]]); // [n, ·, ·]
-      parts.push(attendRows(take(qh), take(kh), take(vh), perMap ? take(m as tf.Tensor3D) : m));
+      // one scope per slice of maps, for the same reason as the row slices above
+      parts.push(tf.tidy(() => attendRows(take(qh), take(kh), take(vh), perMap ? take(m as tf.Tensor3D) : m)));
     }
     out = tf.concat(parts, 0); // [B*H, Tq, D]
   }

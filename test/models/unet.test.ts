@@ -227,3 +227,31 @@ describe('parseUNetConfig', () => {
     expect(() => parseUNetConfig({ ...sd15, attention_head_dim: 7 })).toThrow(/'attention_head_dim'/);
   });
 });
+
+describe('attention slicing bounds memory', () => {
+  it('a sliced attention keeps at most one slice of score maps alive (peak bytes), with identical results', async () => {
+    const { attention } = await import('../../src/nn/functional.js');
+    const q = tf.randomNormal([2, 1024, 64], 0, 1, 'float32', 1) as tf.Tensor3D;
+    const k = tf.randomNormal([2, 1024, 64], 0, 1, 'float32', 2) as tf.Tensor3D;
+    const v = tf.randomNormal([2, 1024, 64], 0, 1, 'float32', 3) as tf.Tensor3D;
+    const peak = (f: () => tf.Tensor): { bytes: number; out: Float32Array } => {
+      const before = tf.memory().numBytes;
+      let max = 0;
+      const out = tf.tidy(() => {
+        const r = f();
+        max = (tf.memory() as { numBytes: number }).numBytes; // everything alive at the end of the scope
+        return r;
+      });
+      const data = out.dataSync() as Float32Array;
+      out.dispose();
+      return { bytes: max - before, out: data };
+    };
+    const full = peak(() => attention(q, k, v, 8));
+    const sliced = peak(() => attention(q, k, v, 8, { mapSliceSize: 1 }));
+    const scoresAll = 2 * 8 * 1024 * 1024 * 4; // one [B·H, T, T] float32 score tensor
+    expect(full.bytes).toBeGreaterThan(scoresAll);
+    expect(sliced.bytes).toBeLessThan(scoresAll / 2);
+    expect(sliced.out).toEqual(full.out);
+    tf.dispose([q, k, v]);
+  });
+});
