@@ -8,6 +8,11 @@ export interface MemoryTracker {
   readonly live: number;
   /** The most `live` has been since tracking began or `resetPeak`. */
   readonly peak: number;
+  /**
+   * The most `tf.memory().numBytes` has been, sampled at each allocation (it counts a reshaped view's bytes again,
+   * so it runs above `peak`).
+   */
+  readonly enginePeak: number;
   resetPeak(): void;
   stop(): void;
 }
@@ -28,11 +33,14 @@ export function trackTensorMemory(): MemoryTracker {
   const sizes = new Map<DataId, number>();
   let live = 0;
   let peak = 0;
+  const engine = tf.engine() as unknown as { state: { numBytes: number } };
+  let enginePeak = engine.state.numBytes;
   const add = (dataId: DataId, shape: number[], dtype: tf.DataType) => {
     const n = bytesOf(shape, dtype);
     sizes.set(dataId, n);
     live += n;
     if (live > peak) peak = live;
+    if (engine.state.numBytes > enginePeak) enginePeak = engine.state.numBytes;
   };
   const original = { write: backend.write, move: backend.move, disposeData: backend.disposeData };
   backend.move = (dataId, values, shape, dtype, refCount) => {
@@ -63,8 +71,12 @@ export function trackTensorMemory(): MemoryTracker {
     get peak() {
       return peak;
     },
+    get enginePeak() {
+      return Math.max(enginePeak, engine.state.numBytes);
+    },
     resetPeak() {
       peak = live;
+      enginePeak = engine.state.numBytes;
     },
     stop() {
       backend.move = original.move;

@@ -194,6 +194,13 @@ function unetReport(r: UnetBenchResult): string {
   });
   const lines = [alignedTable(head, body, 3)];
   for (const a of r.attempts) if (a.error) lines.push(`  ${a.backend}: ${a.error}`);
+  const x = r.run;
+  if (x && r.attentionSliceSize !== undefined && Number.isFinite(x.estimateUnslicedBytes)) {
+    lines.push(
+      `  estimate without slicing: ${formatBytes(x.estimateUnslicedBytes)} (est/peak ${ratio(x.estimateUnslicedBytes, x.peakTensorBytes)}): ` +
+        `today's attention() keeps every slice's maps until the block ends (docs/backends.md, Memory)`,
+    );
+  }
   if (r.run?.scope === 'down0') lines.push('  cpu times conv_in + down_blocks.0 only (the whole forward takes tens of minutes there; --unet-full runs it)');
   return lines.join('\n');
 }

@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { explainBackendError, useBackend } from '../src/backend/backend.js';
+import { WASM_HEAP_BYTES, explainBackendError, formatBytes, useBackend } from '../src/backend/backend.js';
 import { unetActivationBytes } from '../src/backend/memory.js';
 import { CrossAttnDownBlock2D } from '../src/models/unet_blocks.js';
 import { UNet2DConditionModel } from '../src/models/unet.js';
@@ -48,14 +48,16 @@ export interface UnetRun {
   peakRssBytes: number;
   /** Peak of live backend buffers during the forward (weights included), bytes. */
   peakTensorBytes: number;
-  /** Peak of tf.memory().numBytes during the forward (counts reshaped views again), bytes. */
+  /** Peak of tf.memory().numBytes during the forward, sampled at each allocation (counts reshaped views again), bytes. */
   enginePeakBytes: number;
   /** wasm only: the heap's size after the forward (its high-water mark). */
   wasmHeapBytes?: number;
   /** float32 bytes of the parameters the run filled. */
   weightBytes: number;
-  /** Our estimate of the peak (weights + activations of the scope), bytes. */
+  /** Our estimate of the peak (weights + activations of the scope), bytes; NaN for the partial scope. */
   estimateBytes: number;
+  /** The same without attention slicing (what today's attention() holds either way, see docs/backends.md). */
+  estimateUnslicedBytes: number;
 }
 
 export interface UnetAttempt {
@@ -119,18 +121,18 @@ export async function measureUnet(a: ChildArgs): Promise<UnetRun> {
   const tracker = trackTensorMemory();
   const base = tf.memory().numBytes; // weights + inputs, all allocated before tracking began
   const t1 = performance.now();
-  let out: tf.Tensor | undefined;
-  const profile = await tf.profile(() => {
+  // (not under tf.profile: an out-of-memory error inside a profiled kernel surfaces as a TypeError from the profiler)
+  let out: tf.Tensor;
+  try {
     out = forward();
     out.dataSync();
-  });
+  } finally {
+    tracker.stop();
+  }
   const seconds = (performance.now() - t1) / 1000;
-  tracker.stop();
-  out?.dispose();
-  const activations =
-    a.scope === 'full'
-      ? unetActivationBytes(cfg, { batch: n, h: a.latent, w: a.latent, attentionSliceSize: a.attentionSliceSize })
-      : NaN;
+  out.dispose();
+  const activations = (slice?: number): number =>
+    a.scope === 'full' ? unetActivationBytes(cfg, { batch: n, h: a.latent, w: a.latent, attentionSliceSize: slice }) : NaN;
   return {
     backend: a.backend,
     scope: a.scope,
@@ -138,10 +140,11 @@ export async function measureUnet(a: ChildArgs): Promise<UnetRun> {
     seconds,
     peakRssBytes: peakRss(),
     peakTensorBytes: base + tracker.peak,
-    enginePeakBytes: profile.peakBytes,
+    enginePeakBytes: tracker.enginePeak,
     wasmHeapBytes: wasmHeapBytes(),
     weightBytes,
-    estimateBytes: weightBytes + activations,
+    estimateBytes: weightBytes + activations(a.attentionSliceSize),
+    estimateUnslicedBytes: weightBytes + activations(undefined),
   };
 }
 
@@ -205,9 +208,22 @@ if (process.argv[2] === '--child' && process.argv[3] && fileURLToPath(import.met
     process.stdout.write(`${JSON.stringify({ run })}\n`);
   } catch (e) {
     const explained = explainBackendError(e);
-    const outOfMemory = explained !== e || /out of memory|memory access out of bounds/i.test(String((e as Error)?.message));
-    const msg = explained instanceof Error ? explained.message : String(explained);
-    process.stdout.write(`${JSON.stringify({ error: msg.split('\n')[0], outOfMemory })}\n`);
+    const raw = String((e as Error)?.message ?? e);
+    // A full 4 GiB heap shows up as a trap, or as a failed typed-array view on a null allocation.
+    const heap = wasmHeapBytes();
+    const heapFull = heap !== undefined && heap > 0.9 * WASM_HEAP_BYTES;
+    const outOfMemory = explained !== e || /out of memory|memory access out of bounds|Invalid typed array length/i.test(raw) || heapFull;
+    let msg = (explained instanceof Error ? explained.message : String(explained)).split('\n')[0]!;
+    if (outOfMemory && explained === e) {
+      let live = '';
+      try {
+        live = `; ${formatBytes(tf.memory().numBytes)} of tensors still live after unwinding`;
+      } catch {
+        // the engine may be unusable after the failure
+      }
+      msg = `the wasm heap is full (${heap === undefined ? '?' : formatBytes(heap)} of 4 GiB${live}): ${raw.split('\n')[0]}`;
+    }
+    process.stdout.write(`${JSON.stringify({ error: msg, outOfMemory })}\n`);
     process.exitCode = 2;
   }
 }

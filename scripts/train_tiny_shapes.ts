@@ -43,7 +43,7 @@ type Stage = (typeof STAGES)[number];
 const log = (msg: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 const fmt = (x: number) => (Math.abs(x) >= 0.01 ? x.toFixed(4) : x.toExponential(2));
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-const hms = (s: number) => `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
+const hms = (s: number) => `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m${String(Math.floor(s % 60)).padStart(2, '0')}s`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -78,7 +78,7 @@ async function main(): Promise<void> {
   const timed = async <T>(stage: Stage, f: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     const r = await f();
-    record.seconds[stage] = (record.seconds[stage] ?? 0) + (performance.now() - t0) / 1000;
+    record.seconds[stage] = (performance.now() - t0) / 1000;
     await saveRecord();
     return r;
   };
@@ -117,13 +117,14 @@ async function main(): Promise<void> {
           signal: abort.signal,
           ...(resume ? { resume } : {}),
           onEvent: (e) => {
-            if (e.kind === 'log') log(`vae: step ${e.step}/${config.vae.steps} loss ${fmt(e.loss)} (L1 ${fmt(e.rec)}, KL ${fmt(e.kl)}) lr ${e.lr.toExponential(2)} ${e.stepsPerSecond.toFixed(2)} steps/s`);
+            if (e.kind === 'log') log(`vae: step ${e.step}/${config.vae.steps} loss ${fmt(e.loss)} (reconstruction ${fmt(e.rec)}, KL ${fmt(e.kl)}) lr ${e.lr.toExponential(2)} ${e.stepsPerSecond.toFixed(2)} steps/s`);
             if (e.kind === 'checkpoint') log(`vae: checkpoint ${e.dir}`);
           },
         }),
       );
       if (summary.reason === 'aborted') return log('vae: interrupted; rerun with --resume to continue');
-      record.vae = { steps: summary.steps, firstLoss: summary.firstLoss, finalLoss: summary.recentLoss, finalL1: summary.recentRec };
+      record.vae = { steps: summary.steps, firstLoss: summary.firstLoss, finalLoss: summary.recentLoss, finalRec: summary.recentRec };
+      record.seconds.vae = summary.seconds; // the loop's own clock counts the time before a resume too
       await saveRecord();
     }
   }
@@ -188,6 +189,7 @@ async function main(): Promise<void> {
     tf.dispose(items.flatMap((it) => [it.latentDist!.mean, it.latentDist!.logvar]));
     if (summary.reason === 'aborted') return log(`base: interrupted at step ${lastStep}; rerun with --resume to continue`);
     record.base = { steps: summary.steps, firstLoss: summary.firstLoss, finalLoss: summary.recentLoss };
+    record.seconds.base = summary.seconds;
     await saveRecord();
   }
 

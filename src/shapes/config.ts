@@ -32,7 +32,8 @@ const VaeSection = z.strictObject({
   warmup_steps: int().min(0).default(100).describe('Linear warm-up, then cosine decay to 0 at the last step.'),
   weight_decay: z.number().min(0).default(0),
   max_grad_norm: z.number().min(0).default(1),
-  kl_weight: z.number().min(0).default(1e-5).describe('Weight of the KL term (mean over latent elements) against the mean L1 reconstruction error.'),
+  reconstruction: z.enum(['l1', 'mse']).default('l1').describe("Reconstruction error per pixel and channel: 'l1' (LDM's) or 'mse'."),
+  kl_weight: z.number().min(0).default(1e-5).describe('Weight of the KL term (mean over latent elements) against the mean reconstruction error.'),
   log_every_n_steps: int().min(1).default(50),
   save_every_n_steps: int().min(0).default(500),
 });

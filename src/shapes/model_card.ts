@@ -9,7 +9,7 @@ import { BACKGROUND_COLOURS, comboKey, SHAPE_COLOURS } from './render.js';
 export interface BuildRecord {
   /** Wall-clock seconds per stage (summed over resumed runs). */
   seconds: Record<string, number>;
-  vae?: { steps: number; firstLoss?: number; finalLoss?: number; finalL1?: number };
+  vae?: { steps: number; firstLoss?: number; finalLoss?: number; finalRec?: number };
   base?: { steps: number; firstLoss?: number; finalLoss?: number };
   fidelity?: { heldIn: Accuracy; heldOut: Accuracy; samplesPerPrompt: number; steps: number; cfgScale: number; sampler: string };
 }
@@ -71,7 +71,7 @@ npm run build && node dist/scripts/train_tiny_shapes.js --config configs/tiny-sh
 \`training_config.yaml\` (here) is that config. Stages, all seeded (seed ${c.seed}):
 
 1. **data** — ${d.n} images from \`src/shapes/render.ts\` (seed ${d.seed}; shape size ${d.min_scale}–${d.max_scale} of the image, random position), captions from the labels.
-2. **VAE** — AutoencoderKL, ${v.block_out_channels.length} levels [${v.block_out_channels.join(', ')}], ${v.latent_channels} latent channels (${d.image_size / f}×${d.image_size / f} latents, ${f}× downsampling), ${params.vae.toLocaleString('en')} parameters; ${c.vae.steps} steps of ${c.vae.batch_size}, AdamW ${c.vae.learning_rate}, loss = mean L1 + ${c.vae.kl_weight} · mean KL (\`src/shapes/train_vae.ts\`). Loss ${num(r.vae?.firstLoss)} → ${num(r.vae?.finalLoss)} (L1 ${num(r.vae?.finalL1)}; \`vae_loss.png\`). scaling_factor = 1/std of the latents = ${v.scaling_factor.toFixed(5)}.
+2. **VAE** — AutoencoderKL, ${v.block_out_channels.length} levels [${v.block_out_channels.join(', ')}], ${v.latent_channels} latent channels (${d.image_size / f}×${d.image_size / f} latents, ${f}× downsampling), ${params.vae.toLocaleString('en')} parameters; ${c.vae.steps} steps of ${c.vae.batch_size}, AdamW ${c.vae.learning_rate}, loss = mean ${c.vae.reconstruction === 'l1' ? 'L1' : 'squared'} reconstruction error + ${c.vae.kl_weight} · mean KL (\`src/shapes/train_vae.ts\`). Loss ${num(r.vae?.firstLoss)} → ${num(r.vae?.finalLoss)} (reconstruction ${num(r.vae?.finalRec)}; \`vae_loss.png\`). scaling_factor = 1/std of the latents = ${v.scaling_factor.toFixed(5)}.
 3. **U-Net + text encoder**, jointly from scratch on sdtrain's training loop (\`src/shapes/train_base.ts\`): U-Net [${u.block_out_channels.join(', ')}] with cross-attention (${params.unet.toLocaleString('en')} parameters); CLIP text encoder ${te.num_hidden_layers} layers × ${te.hidden_size} wide, ${te.num_attention_heads} heads, the real CLIP tokenizer and its ${te.vocab_size}-token table (${params.text_encoder.toLocaleString('en')} parameters, most of them the table). ${t.max_train_steps} steps of ${t.batch_size}, AdamW ${t.learning_rate} (${t.lr_scheduler}, ${t.lr_warmup_steps} warm-up steps), min-SNR γ ${t.min_snr_gamma ?? 'off'}, ${typeof t.cond_dropout === 'number' ? pct(t.cond_dropout) : 'scheduled'} of captions dropped (classifier-free guidance). Loss ${num(r.base?.firstLoss)} → ${num(r.base?.finalLoss)} (\`unet_loss.png\`).
 4. **export** — this folder, float16 (\`*.fp16.safetensors\`), with the CLIP tokenizer files and SD's scheduler config.
 

@@ -1,7 +1,7 @@
 // The VAE stage of the tiny-shapes model: an AutoencoderKL trained from scratch on images held in memory, with
 //   loss = mean |decode(z) − x| + kl_weight · mean KL(N(μ, σ²) ‖ N(0, 1)),   z = μ + σ·ε
 // (reconstruction + KL, as LDM's autoencoder without its perceptual and adversarial terms: flat-colour shapes need
-// neither). A small dedicated loop, because the shared loop (training/loop.ts) is about diffusion (noise, timesteps,
+// neither; `reconstruction: mse` squares the error instead). A small dedicated loop, because the shared loop (training/loop.ts) is about diffusion (noise, timesteps,
 // conditioning); it reuses its parts: AdamW (optimizers.ts), the learning-rate schedules (lr.ts), the epoch
 // permutation of MemoryBatchSource, atomic run-folder checkpoints with exact resume (checkpoint.ts) and
 // loss.jsonl / loss.png (run_files.ts). Library code: reports through `onEvent`, never prints.
@@ -65,11 +65,12 @@ export async function writeVaeFolder(dir: string, vae: AutoencoderKL): Promise<s
 }
 
 /** The ELBO-style loss of one batch: { loss, rec, kl } scalars (inside a gradient scope). */
-export function vaeLoss(vae: AutoencoderKL, x: tf.Tensor4D, eps: tf.Tensor4D, klWeight: number): { loss: tf.Scalar; rec: tf.Scalar; kl: tf.Scalar } {
+export function vaeLoss(vae: AutoencoderKL, x: tf.Tensor4D, eps: tf.Tensor4D, klWeight: number, reconstruction: 'l1' | 'mse' = 'l1'): { loss: tf.Scalar; rec: tf.Scalar; kl: tf.Scalar } {
   const { mean, logvar } = vae.encode(x);
   const z = vae.sample(mean, logvar, eps);
   const y = vae.decode(z);
-  const rec = y.sub(x).abs().mean() as tf.Scalar;
+  const err = y.sub(x);
+  const rec = (reconstruction === 'l1' ? err.abs() : err.square()).mean() as tf.Scalar;
   const kl = mean.square().add(logvar.exp()).sub(1).sub(logvar).mul(0.5).mean() as tf.Scalar;
   return { loss: rec.add(kl.mul(klWeight)) as tf.Scalar, rec, kl };
 }
@@ -170,7 +171,7 @@ export async function trainVae(vae: AutoencoderKL, images: ImageSet, cfg: VaeTra
       const e = tf.tensor4d(eps, [B, size / f, size / f, lc]);
       let parts: { rec: tf.Scalar; kl: tf.Scalar } | undefined;
       const { value, grads } = tf.variableGrads(() => {
-        const r = vaeLoss(vae, x, e, cfg.kl_weight);
+        const r = vaeLoss(vae, x, e, cfg.kl_weight, cfg.reconstruction);
         parts = { rec: tf.keep(r.rec), kl: tf.keep(r.kl) };
         return r.loss;
       }, vars);
