@@ -188,7 +188,7 @@ function unetReport(r: UnetBenchResult): string {
       Number.isFinite(x.estimateBytes) ? formatBytes(x.estimateBytes) : '',
       Number.isFinite(x.estimateBytes) ? ratio(x.estimateBytes, x.peakTensorBytes) : '',
       formatBytes(x.weightBytes),
-      ratio(x.peakRssBytes, x.weightBytes),
+      x.scope === 'full' ? ratio(x.peakRssBytes, x.weightBytes) : '', // (a partial scope's few weights make no ratio)
       x.wasmHeapBytes === undefined ? '' : formatBytes(x.wasmHeapBytes),
     ];
   });
