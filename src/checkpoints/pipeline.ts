@@ -10,6 +10,14 @@ export interface PipelineConfigs {
   text_encoder: CLIPTextConfig;
 }
 
+/**
+ * The image side a model was trained at: unet sample_size × the VAE's downscale factor (diffusers' default size);
+ * 512 (SD 1.x's) when the U-Net config does not say.
+ */
+export function nativeImageSize(c: Pick<PipelineConfigs, 'unet' | 'vae'>): number {
+  return c.unet.sample_size === null ? 512 : c.unet.sample_size * 2 ** (c.vae.block_out_channels.length - 1);
+}
+
 export interface Pipeline {
   unet: UNet2DConditionModel;
   vae: AutoencoderKL;

@@ -45,6 +45,13 @@ describe('sdtrain sample', () => {
     expect(info.params['Model hash']).toMatch(/^[0-9a-f]{10}$/);
   });
 
+  it("without --width/--height: the model's native size (unet sample_size 8 × VAE downscale 8 = 64)", async () => {
+    const out = tmp();
+    const r = sdtrain(['sample', '--model', MODEL, '--steps', '2', '--backend', 'wasm', '--out', out, '-p', 'x', '--seed', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await sharp(join(out, '00000-1.png')).metadata()).toMatchObject({ width: 64, height: 64 });
+  });
+
   it('the same seed gives identical pixels twice; another seed differs', async () => {
     const a = run(['-p', 'a star', '--seed', '123']).files[0]!;
     const b = run(['-p', 'a star', '--seed', '123']).files[0]!;

@@ -141,7 +141,8 @@ describe('method sections', () => {
 describe('sample', () => {
   it('defaults and weighted files', () => {
     const c = load('sample', `${MIN.sample}loras: ["a.safetensors:0.5", {path: b.safetensors}]\nhypernetworks: [h.pt]\n`);
-    expect(c).toMatchObject({ steps: 20, cfg_scale: 7, sampler: 'euler_a', width: 512, height: 512, seed: -1, negative_prompt: '' });
+    expect(c).toMatchObject({ steps: 20, cfg_scale: 7, sampler: 'euler_a', seed: -1, negative_prompt: '' });
+    expect([c.width, c.height]).toEqual([undefined, undefined]); // the model's native size, resolved when it is read
     expect(c.loras).toEqual([{ path: '/proj/a.safetensors', strength: 0.5 }, { path: '/proj/b.safetensors', strength: 1 }]);
     expect(c.hypernetworks).toEqual([{ path: '/proj/h.pt', strength: 1 }]);
     expect(c.out).toBe('/proj/outputs');

@@ -7,6 +7,7 @@ import { SAMPLERS, SampleConfigSchema, splitStrength, type SampleConfig } from '
 import { generateImages, type GenerateRequest } from '../../pipelines/generate.js';
 import { makeGrid } from '../../pipelines/grid.js';
 import { loadModel, readModelConfigs } from '../../pipelines/model.js';
+import { nativeImageSize } from '../../checkpoints/pipeline.js';
 import { chooseBackend } from '../backend_choice.js';
 import { createProgress } from '../progress.js';
 import { UsageError } from '../usage.js';
@@ -123,8 +124,8 @@ export const sample: CommandModule<object, Args> = {
       .option('steps', { type: 'number', describe: 'sampling steps (default 20)' })
       .option('cfg-scale', { type: 'number', describe: 'classifier-free guidance scale (default 7; 1 = no guidance)' })
       .option('sampler', { choices: SAMPLERS, describe: 'sampler (default euler_a)' })
-      .option('width', { type: 'number', alias: 'W', describe: 'width in pixels, a multiple of 8 (default 512)' })
-      .option('height', { type: 'number', alias: 'H', describe: 'height in pixels, a multiple of 8 (default 512)' })
+      .option('width', { type: 'number', alias: 'W', describe: "width in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1.x)" })
+      .option('height', { type: 'number', alias: 'H', describe: "height in pixels, a multiple of 8 (default: the model's native size, like --width)" })
       .option('batch-size', { type: 'number', describe: 'images per batch (default 1)' })
       .option('n-iter', { type: 'number', describe: 'batches (default 1)' })
       .option('seed', { type: 'number', describe: 'seed of the first image; image i uses seed+i; -1 = random (default)' })
@@ -151,11 +152,14 @@ export const sample: CommandModule<object, Args> = {
     if (cfg.seed === -1) process.stderr.write(`seed: ${seed}\n`);
 
     const configs = await readModelConfigs(cfg.model);
+    const native = nativeImageSize(configs);
+    const width = cfg.width ?? native;
+    const height = cfg.height ?? native;
     const estimate = estimateJob({
       kind: 'sample',
       configs,
-      width: cfg.width + (cfg.outpaint ? cfg.outpaint.left + cfg.outpaint.right : 0),
-      height: cfg.height + (cfg.outpaint ? cfg.outpaint.top + cfg.outpaint.bottom : 0),
+      width: width + (cfg.outpaint ? cfg.outpaint.left + cfg.outpaint.right : 0),
+      height: height + (cfg.outpaint ? cfg.outpaint.top + cfg.outpaint.bottom : 0),
       batch: cfg.batch_size,
       cfg: cfg.cfg_scale !== 1,
       attentionSliceSize: argv['attention-slice-size'],
@@ -170,8 +174,8 @@ export const sample: CommandModule<object, Args> = {
       sampler: cfg.sampler,
       steps: cfg.steps,
       cfgScale: cfg.cfg_scale,
-      width: cfg.width,
-      height: cfg.height,
+      width,
+      height,
       seed,
       batchSize: cfg.batch_size,
       nIter: cfg.n_iter,
