@@ -121,7 +121,7 @@ export async function trainVae(vae: AutoencoderKL, images: ImageSet, cfg: VaeTra
       order = epochPermutation(count, opts.seed, cursor.epoch);
       step = s.step;
       elapsedBefore = s.elapsedSeconds;
-      history = (await truncateLossLog(runDir, step)).map((r) => ({ step: r.step, loss: r.loss, rec: NaN, kl: NaN }));
+      history = (await truncateLossLog(runDir, step)).map((r) => ({ step: r.step, loss: r.loss, rec: r.rec ?? r.loss, kl: r.kl ?? 0 })); // (files without the parts: the loss is nearly all reconstruction)
       resumedFrom = dir;
     } else {
       await truncateLossLog(runDir, 0);
@@ -191,7 +191,7 @@ export async function trainVae(vae: AutoencoderKL, images: ImageSet, cfg: VaeTra
       step += 1;
       history.push({ step, loss: loss!, rec: rec!, kl: kl! });
       const time = seconds();
-      await appendLossRecord(runDir, { step, loss: loss!, lr, time });
+      await appendLossRecord(runDir, { step, loss: loss!, lr, time, rec: rec!, kl: kl! });
       emit({ kind: 'step', step, loss: loss!, rec: rec!, kl: kl!, lr, gradNorm: gradNorm!, seconds: time });
       if (step % cfg.log_every_n_steps === 0) {
         const recent = history.slice(-cfg.log_every_n_steps);

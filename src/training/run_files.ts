@@ -18,6 +18,9 @@ export interface LossRecord {
   loss: number;
   lr: number;
   time: number;
+  /** Loss parts a method logs too (the VAE's reconstruction and KL terms), restored on resume. */
+  rec?: number;
+  kl?: number;
 }
 
 async function writeTextAtomic(path: string, data: string | Uint8Array): Promise<void> {
