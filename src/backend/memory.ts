@@ -35,7 +35,7 @@ import { buildPipeline, type PipelineConfigs } from '../checkpoints/pipeline.js'
 import type { TensorInfo } from '../formats/dtype.js';
 import type { CLIPTextConfig } from '../models/clip_text.js';
 import { headsPerDownBlock, type UNet2DConditionConfig } from '../models/unet.js';
-import type { AutoencoderKLConfig } from '../models/vae.js';
+import { vaeScaleFactor, type AutoencoderKLConfig } from '../models/vae.js';
 import { namedParams, type Module } from '../nn/module.js';
 
 /** Bytes per float32 element: every tensor our models compute with. */
@@ -395,7 +395,6 @@ export interface SamplingJob {
 }
 
 /** The VAE's downsampling factor (8 for SD's 4 levels). */
-const vaeFactor = (vae: AutoencoderKLConfig): number => 2 ** (vae.block_out_channels.length - 1);
 
 function weightParts(configs: PipelineConfigs): Record<string, number> {
   const w = componentWeightBytes(configs);
@@ -411,7 +410,7 @@ function finish(parts: Record<string, number>, phases: Record<string, number>): 
 
 function sampling(job: SamplingJob): MemoryEstimate {
   const { configs, batch } = job;
-  const f = vaeFactor(configs.vae);
+  const f = vaeScaleFactor(configs.vae);
   const h = Math.ceil(job.height / f);
   const w = Math.ceil(job.width / f);
   const tokens = job.contextTokens ?? 77;
@@ -561,7 +560,7 @@ function optimizerElements(job: TrainingJob, shape: readonly number[]): number {
 
 function training(job: TrainingJob): MemoryEstimate {
   const { configs, batch } = job;
-  const f = vaeFactor(configs.vae);
+  const f = vaeScaleFactor(configs.vae);
   const lat = Math.ceil(job.resolution / f);
   const tokens = job.contextTokens ?? 77;
   const t = trainableShapes(job);

@@ -1,5 +1,5 @@
 // The three models of a Stable Diffusion checkpoint with their configs, as the loaders return them and the writers take.
-import { AutoencoderKL, type AutoencoderKLConfig } from '../models/vae.js';
+import { AutoencoderKL, vaeScaleFactor, type AutoencoderKLConfig } from '../models/vae.js';
 import { CLIPTextModel, type CLIPTextConfig } from '../models/clip_text.js';
 import { UNet2DConditionModel, type UNet2DConditionConfig } from '../models/unet.js';
 import { disposeModule } from '../nn/module.js';
@@ -15,7 +15,7 @@ export interface PipelineConfigs {
  * 512 (SD 1.x's) when the U-Net config does not say.
  */
 export function nativeImageSize(c: Pick<PipelineConfigs, 'unet' | 'vae'>): number {
-  return c.unet.sample_size === null ? 512 : c.unet.sample_size * 2 ** (c.vae.block_out_channels.length - 1);
+  return c.unet.sample_size === null ? 512 : c.unet.sample_size * vaeScaleFactor(c.vae);
 }
 
 export interface Pipeline {

@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import { SdtrainError } from '../errors.js';
-import type { AutoencoderKL } from '../models/vae.js';
+import { vaeScaleFactor, type AutoencoderKL } from '../models/vae.js';
 import { EpochPlanner, checkCursor, nextCursor, type PlannedBatch } from './batches.js';
 import { assignBucket, planBuckets } from './buckets.js';
 import { canLackToken, captionRule, renderCaption, type CaptionRule } from './captions.js';
@@ -180,7 +180,8 @@ export class Dataset {
     const vae = this.opts.vae;
     if (vae) {
       // ε for the posterior sample comes from the batch generator, after the per-image draws (as in the cached path).
-      const eps = rng.randn([items.length, size.height / 8, size.width / 8, vae.config.latent_channels]);
+      const f = vaeScaleFactor(vae.config);
+      const eps = rng.randn([items.length, size.height / f, size.width / f, vae.config.latent_channels]);
       return { base, pixels, eps };
     }
     return { base, pixels };
@@ -193,7 +194,8 @@ export class Dataset {
     const vae = this.opts.vae;
     if (this.cache) {
       const c = vae!.config.latent_channels;
-      return { ...base, latents: tf.tensor4d(p.latents!, [b, height / 8, width / 8, c]) };
+      const f = vaeScaleFactor(vae!.config);
+      return { ...base, latents: tf.tensor4d(p.latents!, [b, height / f, width / f, c]) };
     }
     if (vae) {
       const latents = tf.tidy(() => {

@@ -13,7 +13,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { FormatError, SdtrainError } from '../errors.js';
 import { SafetensorsFile, writeSafetensors } from '../formats/safetensors.js';
-import type { AutoencoderKL } from '../models/vae.js';
+import { vaeScaleFactor, type AutoencoderKL } from '../models/vae.js';
 import { namedParams } from '../nn/module.js';
 import { loadImage } from './images.js';
 import type { Warn } from './types.js';
@@ -78,6 +78,8 @@ export async function hashVaeWeights(vae: AutoencoderKL): Promise<string> {
 export class LatentCache {
   readonly stats = { hits: 0, encoded: 0, reencoded: 0 };
   readonly latentChannels: number;
+  /** Pixels per latent along each side: 2^(VAE levels − 1) (8 for SD, 4 for the tiny-shapes VAE). */
+  readonly factor: number;
 
   constructor(
     readonly dir: string,
@@ -86,6 +88,7 @@ export class LatentCache {
     private readonly onWarning: Warn = () => undefined,
   ) {
     this.latentChannels = vae.config.latent_channels;
+    this.factor = vaeScaleFactor(vae.config);
   }
 
   fileFor(v: LatentVariant): string {
@@ -136,7 +139,7 @@ export class LatentCache {
   }
 
   private expectedShape(v: LatentVariant): [number, number, number] {
-    return [v.height / 8, v.width / 8, this.latentChannels];
+    return [v.height / this.factor, v.width / this.factor, this.latentChannels];
   }
 
   private validate(st: SafetensorsFile, v: LatentVariant): void {

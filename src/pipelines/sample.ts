@@ -15,7 +15,7 @@
 // reproduces diffusers on the CPU); the parity handlers replay the recorded draws.
 import * as tf from '@tensorflow/tfjs';
 import type { UNet2DConditionModel } from '../models/unet.js';
-import type { AutoencoderKL } from '../models/vae.js';
+import { vaeScaleFactor, type AutoencoderKL } from '../models/vae.js';
 import { addNoiseDpm, addNoiseSigma } from '../samplers/add_noise.js';
 import { createSampler, img2imgTimesteps, runSampler, type NoiseSource, type Sampler, type SamplerName, type SamplerStepEvent } from '../samplers/index.js';
 import type { SchedulerConfig } from '../schedules/config.js';
@@ -60,7 +60,7 @@ export interface SamplingNetworks {
 }
 
 /** Spatial downsampling factor of the VAE (8 for SD's four levels). */
-export const vaeFactor = (vae: AutoencoderKL): number => 2 ** (vae.config.block_out_channels.length - 1);
+export const vaeFactor = (vae: AutoencoderKL): number => vaeScaleFactor(vae.config);
 
 /** diffusers' `add_noise` at position `index` of the sampler's schedule (σ-samplers: that step's σ, as diffusers 0.27 uses its step index). */
 function noiseAtIndex(sampler: Sampler, x0: tf.Tensor4D, noise: tf.Tensor4D, index: number): tf.Tensor4D {

@@ -1,5 +1,6 @@
 // README.md of checkpoints/tiny-shapes/: how the model was made and what it knows, from the config and the numbers the
 // build recorded (stage times, losses, prompt fidelity).
+import { vaeScaleFactor } from '../models/vae.js';
 import type { TinyShapesConfig } from './config.js';
 import type { Accuracy } from './fidelity.js';
 import { SHAPES } from './geometry.js';
@@ -24,7 +25,7 @@ export function modelCard(c: TinyShapesConfig, r: BuildRecord, params: { unet: n
   const u = c.model.unet;
   const v = c.model.vae;
   const te = c.model.text_encoder;
-  const f = 2 ** (v.block_out_channels.length - 1);
+  const f = vaeScaleFactor(v);
   const t = c.training;
   const fid = r.fidelity;
   const acc = (a: Accuracy) => `${pct(a.all)} | ${pct(a.shape)} | ${pct(a.colour)} | ${pct(a.background)} | ${a.images}`;

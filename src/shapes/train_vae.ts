@@ -10,7 +10,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SdtrainError } from '../errors.js';
 import { writeSafetensors } from '../formats/safetensors.js';
-import type { AutoencoderKL } from '../models/vae.js';
+import { vaeScaleFactor, type AutoencoderKL } from '../models/vae.js';
 import { TorchGenerator } from '../random/torch_rng.js';
 import { findLatestCheckpoint, readCheckpoint, writeCheckpoint } from '../training/checkpoint.js';
 import { learningRateAt } from '../training/lr.js';
@@ -86,7 +86,7 @@ export async function trainVae(vae: AutoencoderKL, images: ImageSet, cfg: VaeTra
   const lrAt = learningRateAt({ learningRate: cfg.learning_rate, scheduler: 'cosine', warmupSteps: cfg.warmup_steps, totalSteps: cfg.steps });
   const { size, count } = images;
   const lc = vae.config.latent_channels;
-  const f = 2 ** (vae.config.block_out_channels.length - 1);
+  const f = vaeScaleFactor(vae.config);
   const per = size * size * 3;
   const B = cfg.batch_size;
   let cursor: DataCursor = { epoch: 0, index: 0 };
@@ -225,7 +225,7 @@ export async function trainVae(vae: AutoencoderKL, images: ImageSet, cfg: VaeTra
 
 /** The posterior of every image: mean and logvar [count, h, w, latent_channels] as flat arrays (encoded in batches). */
 export function encodePosteriors(vae: AutoencoderKL, images: ImageSet, batchSize = 64): { mean: Float32Array; logvar: Float32Array; shape: [number, number, number] } {
-  const f = 2 ** (vae.config.block_out_channels.length - 1);
+  const f = vaeScaleFactor(vae.config);
   const h = images.size / f;
   const lc = vae.config.latent_channels;
   const per = images.size * images.size * 3;
