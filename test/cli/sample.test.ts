@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readPngText } from '../../src/formats/png_text.js';
+import { classifyImage } from '../../src/shapes/classify.js';
 import { parseInfotext } from '../../src/prompts/infotext.js';
 import { sdtrain } from '../helpers/cli.js';
 import { fixture } from '../helpers/shared.js';
@@ -43,6 +44,25 @@ describe('sdtrain sample', () => {
     expect(info.negativePrompt).toBe('blurry');
     expect(info.params).toMatchObject({ Steps: '4', Sampler: 'DDIM', 'CFG scale': '5.5', Seed: '7', 'Size-1': '64', 'Size-2': '48', Model: 'tiny-sd1' });
     expect(info.params['Model hash']).toMatch(/^[0-9a-f]{10}$/);
+  });
+
+  it('without --model: the bundled tiny-shapes model, at its native 32×32, draws what the prompt asks', async () => {
+    const out = tmp();
+    const r = sdtrain(['sample', '-p', 'a blue star on a black background', '--batch-size', '4', '--seed', '0', '--backend', 'wasm', '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const files = readdirSync(out).sort();
+    expect(files).toEqual(['00000-0.png', '00001-1.png', '00002-2.png', '00003-3.png']);
+    const info = parseInfotext(readPngText(readFileSync(join(out, files[0]!))).parameters!);
+    expect(info.params).toMatchObject({ Model: 'tiny-shapes', 'Size-1': '32', 'Size-2': '32' });
+    const seen = await Promise.all(
+      files.map(async (f) => {
+        const { data, info: m } = await sharp(join(out, f)).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+        const c = classifyImage(new Uint8Array(data), m.width, m.height);
+        return `${c.colour} ${c.shape} on ${c.background}`;
+      }),
+    );
+    // (the pixel classifier of src/shapes; the model's fidelity is ~95%, so one miss in four is allowed)
+    expect(seen.filter((x) => x === 'blue star on black').length, seen.join(', ')).toBeGreaterThanOrEqual(3);
   });
 
   it("without --width/--height: the model's native size (unet sample_size 8 × VAE downscale 8 = 64)", async () => {
