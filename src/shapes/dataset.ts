@@ -11,6 +11,8 @@ import { allowedTriples, caption, SHAPES, comboKey, renderShape, sampleSpec, spe
 export interface ShapesDatasetOptions extends WorldOptions {
   n: number;
   seed: number;
+  /** The caption of an image (its `.txt` and its labels.jsonl `caption`). Default: `caption` ("a red circle on a white background"). */
+  caption?: (s: Pick<ShapeSpec, 'shape' | 'colour' | 'background'>) => string;
 }
 
 /** One line of labels.jsonl. bbox = [x0, y0, x1, y1] in pixels (the shape's box edges, fractional). */
@@ -36,6 +38,9 @@ export interface WorldInfo {
   margin: number;
   hold_out: string[];
   shapes: string[];
+  /** The shape and background colours drawn: only written when restricted (WorldOptions.colours/backgrounds). */
+  colours?: string[];
+  backgrounds?: string[];
   /** How many (shape, colour, background) triples can occur. */
   triples: number;
 }
@@ -47,11 +52,11 @@ export const imageName = (index: number): string => `${String(index).padStart(5,
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
-export function labelOf(spec: ShapeSpec, index: number): ShapeLabel {
+export function labelOf(spec: ShapeSpec, index: number, captionOf: (s: ShapeSpec) => string = caption): ShapeLabel {
   const b = specBox(spec);
   return {
     file: imageName(index),
-    caption: caption(spec),
+    caption: captionOf(spec),
     shape: spec.shape,
     colour: spec.colour,
     background: spec.background,
@@ -80,7 +85,7 @@ export async function writeShapesDataset(outDir: string, o: ShapesDatasetOptions
       idx.map(async (i) => {
         const spec = sampleSpec(o.seed, i, o);
         const { png } = await renderShape(spec, o.imageSize);
-        const label = labelOf(spec, i);
+        const label = labelOf(spec, i, o.caption);
         await writeFileAtomic(join(outDir, label.file), (fh) => fh.writeFile(png));
         await writeText(join(outDir, label.file.replace(/\.png$/, '.txt')), `${label.caption}\n`);
         labels[i] = label;
@@ -98,7 +103,9 @@ export async function writeShapesDataset(outDir: string, o: ShapesDatasetOptions
     margin: o.margin ?? 2,
     hold_out: holdOut.map(comboKey),
     shapes: [...(o.shapes ?? SHAPES)],
-    triples: allowedTriples(holdOut, o.shapes).length,
+    ...(o.colours !== undefined ? { colours: [...o.colours] } : {}),
+    ...(o.backgrounds !== undefined ? { backgrounds: [...o.backgrounds] } : {}),
+    triples: allowedTriples(holdOut, o.shapes, o.colours, o.backgrounds).length,
   };
   await writeText(join(outDir, WORLD_FILE), `${JSON.stringify(info, null, 2)}\n`);
   return labels;

@@ -58,6 +58,10 @@ export interface WorldOptions {
   holdOut?: readonly Combo[];
   /** The shapes drawn (default all of SHAPES); the others never occur, e.g. to be taught later as a new concept. */
   shapes?: readonly ShapeName[];
+  /** The shape colours drawn (default SHAPE_COLOURS), e.g. only yellow for a concept's training images. */
+  colours?: readonly ColourName[];
+  /** The background colours drawn (default BACKGROUND_COLOURS). */
+  backgrounds?: readonly ColourName[];
 }
 
 const article = (word: string): string => (/^[aeiou]/.test(word) ? 'an' : 'a');
@@ -94,10 +98,23 @@ export function allowed(s: Pick<ShapeSpec, 'shape' | 'colour' | 'background'>, h
   return s.colour !== s.background && !holdOut.some((h) => h.colour === s.colour && h.shape === s.shape);
 }
 
+/** "yellow, white" → colour names; throws naming an unknown one. */
+export function parseColours(text: string | readonly string[]): ColourName[] {
+  const items = (typeof text === 'string' ? text.split(',') : [...text]).map((s) => s.trim()).filter((s) => s !== '');
+  if (items.length === 0) throw new SdtrainError('no colours given');
+  for (const c of items) if (!(COLOUR_NAMES as readonly string[]).includes(c)) throw new SdtrainError(`unknown colour '${c}' (one of ${COLOUR_NAMES.join(', ')})`);
+  return [...new Set(items)] as ColourName[];
+}
+
 /** Every (shape, colour, background) triple the world draws, in a fixed order. */
-export function allowedTriples(holdOut: readonly Combo[] = [], shapes: readonly ShapeName[] = SHAPES): Array<Pick<ShapeSpec, 'shape' | 'colour' | 'background'>> {
+export function allowedTriples(
+  holdOut: readonly Combo[] = [],
+  shapes: readonly ShapeName[] = SHAPES,
+  colours: readonly ColourName[] = SHAPE_COLOURS,
+  backgrounds: readonly ColourName[] = BACKGROUND_COLOURS,
+): Array<Pick<ShapeSpec, 'shape' | 'colour' | 'background'>> {
   const out: Array<Pick<ShapeSpec, 'shape' | 'colour' | 'background'>> = [];
-  for (const shape of shapes) for (const colour of SHAPE_COLOURS) for (const background of BACKGROUND_COLOURS) {
+  for (const shape of shapes) for (const colour of colours) for (const background of backgrounds) {
     if (allowed({ shape, colour, background }, holdOut)) out.push({ shape, colour, background });
   }
   return out;
@@ -105,18 +122,26 @@ export function allowedTriples(holdOut: readonly Combo[] = [], shapes: readonly 
 
 /**
  * Image `index` of the world with `seed`: shape, colour and background uniform over the allowed triples (rejection
- * sampling), size uniform in [minScale, maxScale]·imageSize, centre uniform where the box keeps `margin` free.
+ * sampling: each drawn uniformly from its list, redrawn together when the triple is not allowed), size uniform in
+ * [minScale, maxScale]·imageSize, centre uniform where the box keeps `margin` free. With the default lists the draws
+ * are the same as before `colours`/`backgrounds` existed (same bytes).
  */
 export function sampleSpec(seed: number, index: number, opts: WorldOptions): ShapeSpec {
   const g = generatorFor(seed, 'shapes', index);
   const n = opts.imageSize;
-  const { minScale = 0.5, maxScale = 0.8, margin = 2, holdOut = [], shapes = SHAPES } = opts;
-  if (allowedTriples(holdOut, shapes).length === 0) throw new SdtrainError('every colour×shape pair is held out: nothing to draw');
+  const { minScale = 0.5, maxScale = 0.8, margin = 2, holdOut = [], shapes = SHAPES, colours = SHAPE_COLOURS, backgrounds = BACKGROUND_COLOURS } = opts;
+  for (const [what, list] of [['shapes', shapes], ['colours', colours], ['backgrounds', backgrounds]] as const) {
+    if (list.length === 0) throw new SdtrainError(`no ${what} to draw from`);
+  }
+  for (const c of [...colours, ...backgrounds]) if (!(c in PALETTE)) throw new SdtrainError(`unknown colour '${c}' (one of ${COLOUR_NAMES.join(', ')})`);
+  if (allowedTriples(holdOut, shapes, colours, backgrounds).length === 0) {
+    throw new SdtrainError('no (shape, colour, background) triple can be drawn: every pair is held out or every colour equals every background');
+  }
   if (!(minScale > 0 && minScale <= maxScale && maxScale <= 1)) throw new SdtrainError(`shape scales must satisfy 0 < min (${minScale}) <= max (${maxScale}) <= 1`);
   for (;;) {
     const shape = shapes[randomIndex(g, shapes.length)]!;
-    const colour = SHAPE_COLOURS[randomIndex(g, SHAPE_COLOURS.length)]!;
-    const background = BACKGROUND_COLOURS[randomIndex(g, BACKGROUND_COLOURS.length)]!;
+    const colour = colours[randomIndex(g, colours.length)]!;
+    const background = backgrounds[randomIndex(g, backgrounds.length)]!;
     if (!allowed({ shape, colour, background }, holdOut)) continue;
     const size = Math.min(n - 2 * margin, n * (minScale + (maxScale - minScale) * uniform(g)));
     const free = n - 2 * margin - size; // room for the box's left/top edge to move
