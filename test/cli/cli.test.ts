@@ -13,25 +13,25 @@ interface Report {
   detection: { kind: string; layout?: string; variant?: string; summary: string; details: Record<string, unknown> };
   components?: Record<string, Report>;
 }
-const inspectJson = (path: string): Report => {
-  const r = sdtrain(['inspect', path, '--json']);
+const inspectJson = async (path: string): Promise<Report> => {
+  const r = await sdtrain(['inspect', path, '--json']);
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
   return (JSON.parse(r.stdout) as Report[])[0]!;
 };
 
 describe('sdtrain --help / --version', () => {
-  it('--help lists the commands', () => {
-    const r = sdtrain(['--help']);
+  it('--help lists the commands', async () => {
+    const r = await sdtrain(['--help']);
     expect(r.code).toBe(0);
     for (const c of ['inspect', 'tokenize', 'config']) expect(r.stdout).toContain(`sdtrain ${c}`);
     expect(r.stdout).toContain('--backend');
   });
-  it('--version prints the package version', () => {
-    expect(sdtrain(['--version']).stdout.trim()).toBe(packageVersion());
+  it('--version prints the package version', async () => {
+    expect((await sdtrain(['--version'])).stdout.trim()).toBe(packageVersion());
   });
-  it('an unknown command is a usage error (exit 2) with a pointer to --help', () => {
-    const r = sdtrain(['trian']);
+  it('an unknown command is a usage error (exit 2) with a pointer to --help', async () => {
+    const r = await sdtrain(['trian']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/sdtrain: error: .*\n.*sdtrain --help/);
   });
@@ -64,20 +64,20 @@ const FORMAT_KINDS: Array<[file: string, kind: string, layout: string | undefine
 ];
 
 describe('sdtrain inspect on every fixture format file', () => {
-  it.each(FORMAT_KINDS)('%s is %s (%s)', (file, kind, layout, extra) => {
-    const r = inspectJson(fixture('formats', file));
+  it.each(FORMAT_KINDS)('%s is %s (%s)', async (file, kind, layout, extra) => {
+    const r = await inspectJson(fixture('formats', file));
     expect(r.detection.kind).toBe(kind);
     expect(r.detection.layout).toBe(layout);
     if (extra) expect(r.detection.details).toMatchObject(extra);
   });
 
-  it('LoCon is told apart from plain LoRA', () => {
-    expect(inspectJson(fixture('formats', 'kohya_lora_tiny_locon.safetensors')).detection.variant).toBe('locon');
-    expect(inspectJson(fixture('formats', 'kohya_lora_sd15_r4.safetensors')).detection.variant).toBe('lora');
+  it('LoCon is told apart from plain LoRA', async () => {
+    expect((await inspectJson(fixture('formats', 'kohya_lora_tiny_locon.safetensors'))).detection.variant).toBe('locon');
+    expect((await inspectJson(fixture('formats', 'kohya_lora_sd15_r4.safetensors'))).detection.variant).toBe('lora');
   });
 
-  it('the human table names the kind', () => {
-    const r = sdtrain(['inspect', fixture('formats', 'kohya_lora_sd15_r4.safetensors')]);
+  it('the human table names the kind', async () => {
+    const r = await sdtrain(['inspect', fixture('formats', 'kohya_lora_sd15_r4.safetensors')]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/kind +LoRA \(kohya layout\): 264 modules \(72 text encoder, 192 U-Net\), rank 4/);
     expect(r.stdout).toMatch(/tensors +792 \(F16 792\)/);
@@ -86,23 +86,23 @@ describe('sdtrain inspect on every fixture format file', () => {
 });
 
 describe('sdtrain inspect on the tiny models', () => {
-  it('the diffusers folder: an SD 1.x pipeline with per-component reports', () => {
-    const r = inspectJson(fixture('tiny-sd1'));
+  it('the diffusers folder: an SD 1.x pipeline with per-component reports', async () => {
+    const r = await inspectJson(fixture('tiny-sd1'));
     expect([r.format, r.detection.kind, r.detection.variant]).toEqual(['diffusers-folder', 'diffusers_pipeline', 'sd1']);
     expect(r.components!.unet!.detection.kind).toBe('unet');
     expect(r.components!.vae!.detection.kind).toBe('vae');
     expect(r.components!.text_encoder!.detection.kind).toBe('text_encoder');
   });
-  it('the original single file: an SD 1.x checkpoint with all three components', () => {
-    const r = inspectJson(fixture('tiny-sd1-original', 'tiny-sd1.safetensors'));
+  it('the original single file: an SD 1.x checkpoint with all three components', async () => {
+    const r = await inspectJson(fixture('tiny-sd1-original', 'tiny-sd1.safetensors'));
     expect([r.detection.kind, r.detection.layout, r.detection.variant]).toEqual(['checkpoint', 'original', 'sd1']);
     expect(r.tensorCount).toBe(790);
   });
 });
 
 describe('sdtrain inspect on bad input', () => {
-  it('a missing file: exit 1, one line naming it', () => {
-    const r = sdtrain(['inspect', '/nonexistent/model.safetensors']);
+  it('a missing file: exit 1, one line naming it', async () => {
+    const r = await sdtrain(['inspect', '/nonexistent/model.safetensors']);
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe('sdtrain: error: /nonexistent/model.safetensors: no such file or directory');
   });
@@ -113,66 +113,66 @@ describe('sdtrain inspect on bad input', () => {
     const pkl = Buffer.from(`\x80\x02cos\nsystem\n(S'touch ${sentinel}'\ntR.`, 'latin1');
     const file = join(dir, 'evil.pt');
     await writeZip(file, [['evil/data.pkl', pkl], ['evil/version', '3\n']]);
-    const r = sdtrain(['inspect', file]);
+    const r = await sdtrain(['inspect', file]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/evil\.pt.*refusing to load: the pickle names 'os\.system'/);
     expect(existsSync(sentinel)).toBe(false);
   });
-  it('a bare (non-zip) pickle is not taken for a torch file, and runs nothing', () => {
+  it('a bare (non-zip) pickle is not taken for a torch file, and runs nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sdtrain-cli-'));
     const sentinel = join(dir, 'pwned');
     const file = join(dir, 'evil.ckpt');
     writeFileSync(file, Buffer.from(`\x80\x02cos\nsystem\n(S'touch ${sentinel}'\ntR.`, 'latin1'));
-    const r = sdtrain(['inspect', file]);
+    const r = await sdtrain(['inspect', file]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/evil\.ckpt: .*zip/);
     expect(existsSync(sentinel)).toBe(false);
   });
-  it('a text file is not a model: exit 1, says what is expected', () => {
+  it('a text file is not a model: exit 1, says what is expected', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sdtrain-cli-'));
     writeFileSync(join(dir, 'notes.txt'), 'hello world, this is not a checkpoint');
-    const r = sdtrain(['inspect', join(dir, 'notes.txt')]);
+    const r = await sdtrain(['inspect', join(dir, 'notes.txt')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/notes\.txt: not a recognised file: expected \.safetensors/);
   });
-  it('--verbose adds the stack', () => {
-    const r = sdtrain(['inspect', '/nonexistent/x.ckpt', '--verbose']);
+  it('--verbose adds the stack', async () => {
+    const r = await sdtrain(['inspect', '/nonexistent/x.ckpt', '--verbose']);
     expect(r.stderr).toMatch(/\n\s+at /);
   });
 });
 
 describe('sdtrain tokenize', () => {
-  it('prints tokens, ids and the slot count', () => {
-    const r = sdtrain(['tokenize', 'a photo of a cat']);
+  it('prints tokens, ids and the slot count', async () => {
+    const r = await sdtrain(['tokenize', 'a photo of a cat']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^1 +320 +a<\/w>$/m);
     expect(r.stdout).toMatch(/5 of 75 tokens used\n$/);
   });
-  it('--json with SD2 padding', () => {
-    const r = sdtrain(['tokenize', 'a cat', '--pad', 'zero', '--json']);
+  it('--json with SD2 padding', async () => {
+    const r = await sdtrain(['tokenize', 'a cat', '--pad', 'zero', '--json']);
     const j = JSON.parse(r.stdout) as { ids: number[]; input_ids: number[]; token_count: number };
     expect(j.input_ids.slice(0, 5)).toEqual([49406, ...j.ids, 49407, 0]);
     expect(j.token_count).toBe(2);
   });
-  it('a prompt over 75 tokens says it is truncated', () => {
-    const r = sdtrain(['tokenize', Array.from({ length: 80 }, () => 'cat').join(' ')]);
+  it('a prompt over 75 tokens says it is truncated', async () => {
+    const r = await sdtrain(['tokenize', Array.from({ length: 80 }, () => 'cat').join(' ')]);
     expect(r.stdout).toMatch(/80 of 75 tokens used \(truncated/);
   });
 });
 
 describe('sdtrain config', () => {
-  it('a valid config prints resolved', () => {
-    const r = sdtrain(['config', 'configs/example.yaml', '--set', 'training.max_train_steps=123']);
+  it('a valid config prints resolved', async () => {
+    const r = await sdtrain(['config', 'configs/example.yaml', '--set', 'training.max_train_steps=123']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/valid embed config/);
     expect(r.stdout).toMatch(/max_train_steps: 123/);
   });
-  it('a typo is a config error (exit 2) naming file, key, line and a suggestion', () => {
+  it('a typo is a config error (exit 2) naming file, key, line and a suggestion', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sdtrain-cli-'));
     const file = join(dir, 'cat.yaml');
     writeFileSync(file, 'method: embed\ntraining:\n  learnig_rate: 0.005\nembed:\n  placeholder_token: "<cat>"\n');
-    const r = sdtrain(['config', file]);
+    const r = await sdtrain(['config', file]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/learnig_rate/);
     expect(r.stderr).toMatch(/did you mean 'learning_rate'/);

@@ -62,8 +62,8 @@ describe.runIf(hasShared)('sdtrain dreambooth', () => {
     );
   });
 
-  it('generates the class images, trains with prior preservation, writes checkpoints, previews and both exports; a second run reuses the class images', () => {
-    const r = run('first');
+  it('generates the class images, trains with prior preservation, writes checkpoints, previews and both exports; a second run reuses the class images', async () => {
+    const r = await run('first');
     expect(r.stderr).not.toMatch(/error/i);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/memory estimate: /);
@@ -82,7 +82,7 @@ describe.runIf(hasShared)('sdtrain dreambooth', () => {
     expect(readFileSync(join(runDir, 'previews', 'step-000002-0.png')).toString('latin1')).toMatch(/a photo of sks ball/);
 
     const mtimes = ['class_0000.png', 'class_0001.png'].map((f) => statSync(join(classDir, f)).mtimeMs);
-    const second = run('second', '--set', 'training.max_train_steps=2', '--set', 'training.preview.every_n_steps=0');
+    const second = await run('second', '--set', 'training.max_train_steps=2', '--set', 'training.preview.every_n_steps=0');
     expect(second.code).toBe(0);
     expect(second.stderr).toMatch(/class images: 2 found in .*class, 0 generated/);
     expect(['class_0000.png', 'class_0001.png'].map((f) => statSync(join(classDir, f)).mtimeMs)).toEqual(mtimes);
@@ -132,9 +132,9 @@ describe.runIf(hasShared)('sdtrain dreambooth', () => {
   it('samples from the DreamBooth model differ from the base model (same prompt and seed)', async () => {
     const sample = (model: string, out: string) =>
       sdtrain(['sample', '--model', model, '-p', 'a photo of sks ball', '--steps', '4', '-W', '64', '-H', '64', '--seed', '1', '--out', join(dir, out), '--backend', 'wasm']);
-    const tuned = sample(join(dir, 'runs', 'first', 'first'), 'tuned');
+    const tuned = await sample(join(dir, 'runs', 'first', 'first'), 'tuned');
     expect(tuned.code).toBe(0);
-    const base = sample(fixture('tiny-sd1'), 'base');
+    const base = await sample(fixture('tiny-sd1'), 'base');
     expect(base.code).toBe(0);
     const pixels = async (d: string) => sharp(join(dir, d, readdirSync(join(dir, d))[0]!)).raw().toBuffer();
     const a = await pixels('tuned');
@@ -145,21 +145,21 @@ describe.runIf(hasShared)('sdtrain dreambooth', () => {
     expect(diff / a.length).toBeGreaterThan(1);
   }, 300_000);
 
-  it('--resume continues a stopped run exactly (prior-preservation data position, optimizer, generator)', () => {
+  it('--resume continues a stopped run exactly (prior-preservation data position, optimizer, generator)', async () => {
     const straight = losses(join(dir, 'runs', 'first'));
-    const part = run('resumed', '--set', 'training.max_train_steps=2', '--set', 'training.preview.every_n_steps=0');
+    const part = await run('resumed', '--set', 'training.max_train_steps=2', '--set', 'training.preview.every_n_steps=0');
     expect(part.code).toBe(0);
-    const rest = run('resumed', '--resume', '--set', 'training.preview.every_n_steps=0');
+    const rest = await run('resumed', '--resume', '--set', 'training.preview.every_n_steps=0');
     expect(rest.code).toBe(0);
     expect(rest.stderr).toMatch(/resumed from .*step-2/);
     expect(losses(join(dir, 'runs', 'resumed'))).toEqual(straight);
   }, 600_000);
 
-  it('refuses prior preservation with bucketing, and a missing class prompt', () => {
-    const bucket = run('bad', '--set', 'data.bucketing.enabled=true');
+  it('refuses prior preservation with bucketing, and a missing class prompt', async () => {
+    const bucket = await run('bad', '--set', 'data.bucketing.enabled=true');
     expect(bucket.code).not.toBe(0);
     expect(bucket.stderr).toMatch(/data\.bucketing\.enabled: with dreambooth\.with_prior_preservation/);
-    const noPrompt = run('bad', '--set', 'dreambooth.class_prompt=null');
+    const noPrompt = await run('bad', '--set', 'dreambooth.class_prompt=null');
     expect(noPrompt.code).not.toBe(0);
     expect(noPrompt.stderr).toMatch(/class_prompt.*required when with_prior_preservation/);
   });

@@ -53,8 +53,8 @@ beforeAll(async () => {
 });
 
 describe('sdtrain embed', () => {
-  it('trains, writes the run folder, and the loss is lower than the same run without learning', () => {
-    const r = train('learn');
+  it('trains, writes the run folder, and the loss is lower than the same run without learning', async () => {
+    const r = await train('learn');
     expect(r.stderr).not.toMatch(/error/);
     expect(r.code).toBe(0);
     const run = join(dir, 'runs', 'learn');
@@ -62,7 +62,7 @@ describe('sdtrain embed', () => {
       expect(existsSync(join(run, f)), f).toBe(true);
     }
     expect(r.stdout).toMatch(/done: 8 steps/);
-    const frozen = train('frozen', 'training.learning_rate=1e-12') // the schema wants lr > 0; 1e-12 moves nothing in float32;
+    const frozen = await train('frozen', 'training.learning_rate=1e-12') // the schema wants lr > 0; 1e-12 moves nothing in float32;
     expect(frozen.code).toBe(0);
     // Same seed: same batches, timesteps and noise; only the embedding differs. Learning lowers the late losses.
     const a = losses(run).slice(4);
@@ -71,9 +71,9 @@ describe('sdtrain embed', () => {
     expect(mean(a)).toBeLessThan(mean(b));
   });
 
-  it('the exported embedding loads in sdtrain sample under its file name', () => {
+  it('the exported embedding loads in sdtrain sample under its file name', async () => {
     const out = join(dir, 'samples');
-    const r = sdtrain(['sample', '--model', fixture('tiny-sd1'), '-p', 'a photo of ball', '--steps', '2', '-W', '64', '-H', '64', '--seed', '1',
+    const r = await sdtrain(['sample', '--model', fixture('tiny-sd1'), '-p', 'a photo of ball', '--steps', '2', '-W', '64', '-H', '64', '--seed', '1',
       '--embeddings', join(dir, 'runs', 'learn', 'ball.safetensors'), '--out', out]);
     expect(r.code).toBe(0);
     expect(r.stderr).not.toMatch(/skipped/);
@@ -96,20 +96,20 @@ describe('sdtrain embed', () => {
     const runDir = join(dir, 'runs', name);
     expect(readdirSync(join(runDir, 'checkpoints')).length).toBeGreaterThan(0);
     expect(existsSync(join(runDir, 'ball.safetensors'))).toBe(false); // no final export after an interrupt
-    const resumed = sdtrain(['embed', '--config', config, '--backend', 'wasm', '--set', `run_name=${name}`, '--resume'], { cwd: dir });
+    const resumed = await sdtrain(['embed', '--config', config, '--backend', 'wasm', '--set', `run_name=${name}`, '--resume'], { cwd: dir });
     expect(resumed.stderr).toMatch(/resumed from/);
     expect(resumed.code).toBe(0);
     expect(losses(runDir)).toEqual(losses(join(dir, 'runs', 'learn')));
   });
 
-  it('bad input: a placeholder that is already a word, and an empty image folder', () => {
-    const r = sdtrain(['embed', '--config', config, '--backend', 'wasm', '--set', 'embed.placeholder_token=cat']);
+  it('bad input: a placeholder that is already a word, and an empty image folder', async () => {
+    const r = await sdtrain(['embed', '--config', config, '--backend', 'wasm', '--set', 'embed.placeholder_token=cat']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/embed\.placeholder_token: .*cat/);
     const empty = join(dir, 'empty');
     const { mkdirSync } = require('node:fs') as typeof import('node:fs');
     mkdirSync(empty, { recursive: true });
-    const e = sdtrain(['embed', '--config', config, '--backend', 'wasm', '--set', `data.datasets=[{path: ${empty}}]`]);
+    const e = await sdtrain(['embed', '--config', config, '--backend', 'wasm', '--set', `data.datasets=[{path: ${empty}}]`]);
     expect(e.code).not.toBe(0);
     expect(e.stderr).toMatch(/empty/);
   });

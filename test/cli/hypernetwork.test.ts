@@ -27,9 +27,9 @@ const train = (name: string, ...set: string[]) =>
 const pixels = async (file: string): Promise<Buffer> => sharp(file).raw().toBuffer();
 
 /** `sdtrain sample` of a fixed prompt and seed with the given --hypernetwork flags; returns the image file. */
-function sample(name: string, hypernetworks: string[]): string {
+async function sample(name: string, hypernetworks: string[]): Promise<string> {
   const out = join(dir, 'samples', name);
-  const r = sdtrain([
+  const r = await sdtrain([
     'sample', '--model', fixture('tiny-sd1'), '-p', 'a photo of a ball', '--steps', '3', '-W', '64', '-H', '64', '--seed', '11',
     '--sampler', 'ddim', '--backend', 'wasm', '--out', out, ...hypernetworks.flatMap((h) => ['--hypernetwork', h]),
   ]);
@@ -74,7 +74,7 @@ beforeAll(async () => {
 
 describe('sdtrain hypernetwork', () => {
   it('trains with an A1111 learning-rate string; the loss is lower than the same run without learning; files and preview', async () => {
-    const r = train('learn', 'training.preview.every_n_steps=8');
+    const r = await train('learn', 'training.preview.every_n_steps=8');
     expect(r.stderr).not.toMatch(/error|warning/i);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/hypernetwork: [\d,]+ trainable parameters/);
@@ -93,7 +93,7 @@ describe('sdtrain hypernetwork', () => {
     expect(hn.sdCheckpoint).toMatch(/^[0-9a-f]{10}$/);
     hn.dispose();
 
-    const frozen = train('frozen', 'training.learning_rate=1e-12'); // lr > 0 is required; 1e-12 moves nothing that matters
+    const frozen = await train('frozen', 'training.learning_rate=1e-12'); // lr > 0 is required; 1e-12 moves nothing that matters
     expect(frozen.code).toBe(0);
     // Same seed: same batches, dropout, timesteps and noise; only the hypernetwork differs.
     const a = losses(run);
@@ -107,18 +107,18 @@ describe('sdtrain hypernetwork', () => {
 
   it('sample --hypernetwork FILE:0 is pixel-identical to no hypernetwork, FILE:1 differs; several at once', async () => {
     const file = join(dir, 'runs', 'learn', 'ballnet.pt');
-    const none = await pixels(sample('none', []));
-    const zero = await pixels(sample('zero', [`${file}:0`]));
-    const one = await pixels(sample('one', [`${file}:1`]));
+    const none = await pixels(await sample('none', []));
+    const zero = await pixels(await sample('zero', [`${file}:0`]));
+    const one = await pixels(await sample('one', [`${file}:1`]));
     expect(zero.equals(none)).toBe(true);
     expect(one.equals(none)).toBe(false);
     let changed = 0;
     for (let i = 0; i < one.length; i++) if (one[i] !== none[i]) changed++;
     console.log(`hypernetwork at strength 1 changes ${changed} of ${one.length} pixel bytes`);
     // the .safetensors holds the same weights: the same image; and two hypernetworks apply one after the other
-    const st = await pixels(sample('st', [join(dir, 'runs', 'learn', 'ballnet.safetensors')]));
+    const st = await pixels(await sample('st', [join(dir, 'runs', 'learn', 'ballnet.safetensors')]));
     expect(st.equals(one)).toBe(true);
-    const two = sample('two', [`${file}:0.5`, `${join(dir, 'runs', 'learn', 'checkpoints', 'step-4', 'ballnet.safetensors')}:0.5`]);
+    const two = await sample('two', [`${file}:0.5`, `${join(dir, 'runs', 'learn', 'checkpoints', 'step-4', 'ballnet.safetensors')}:0.5`]);
     expect((await pixels(two)).equals(none)).toBe(false);
     expect(readPngText(readFileSync(two)).parameters).toMatch(/<hypernet:ballnet:0\.5> <hypernet:ballnet:0\.5>/);
   });
@@ -138,14 +138,14 @@ describe('sdtrain hypernetwork', () => {
     const runDir = join(dir, 'runs', name);
     expect(readdirSync(join(runDir, 'checkpoints')).length).toBeGreaterThan(0);
     expect(existsSync(join(runDir, 'ballnet.pt'))).toBe(false); // no final export after an interrupt
-    const resumed = sdtrain(['hypernetwork', '--config', config, '--backend', 'wasm', '--set', `run_name=${name}`, '--resume'], { cwd: dir });
+    const resumed = await sdtrain(['hypernetwork', '--config', config, '--backend', 'wasm', '--set', `run_name=${name}`, '--resume'], { cwd: dir });
     expect(resumed.stderr).toMatch(/resumed from/);
     expect(resumed.code).toBe(0);
     expect(losses(runDir)).toEqual(losses(join(dir, 'runs', 'learn')));
   });
 
-  it('bad input: a width the model lacks is a config error', () => {
-    const r = train('bad', 'hypernetwork.sizes=[32, 768]');
+  it('bad input: a width the model lacks is a config error', async () => {
+    const r = await train('bad', 'hypernetwork.sizes=[32, 768]');
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/hypernetwork\.sizes: 768 is not a context width/);
   });

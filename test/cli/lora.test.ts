@@ -24,7 +24,7 @@ const train = (name: string, ...set: string[]) =>
 /** Samples one 64×64 image and returns its RGB bytes. */
 async function samplePixels(name: string, model: string, ...extra: string[]): Promise<Buffer> {
   const out = join(dir, 'samples', name);
-  const r = sdtrain(['sample', '--model', model, '-p', 'a red ball', '--steps', '3', '-W', '64', '-H', '64', '--seed', '5', '--sampler', 'euler', '--backend', 'wasm', '--out', out, ...extra]);
+  const r = await sdtrain(['sample', '--model', model, '-p', 'a red ball', '--steps', '3', '-W', '64', '-H', '64', '--seed', '5', '--sampler', 'euler', '--backend', 'wasm', '--out', out, ...extra]);
   expect(r.stderr).not.toMatch(/error/);
   expect(r.code).toBe(0);
   return sharp(join(out, readdirSync(out).find((f) => f.endsWith('.png'))!)).raw().toBuffer();
@@ -73,8 +73,8 @@ beforeAll(async () => {
 describe.runIf(hasShared)('sdtrain lora / merge', () => {
   const lora = () => join(dir, 'runs', 'learn', 'learn.safetensors');
 
-  it('trains, writes the run folder, and the loss is lower than the same run without learning', () => {
-    const r = train('learn');
+  it('trains, writes the run folder, and the loss is lower than the same run without learning', async () => {
+    const r = await train('learn');
     expect(r.stderr).not.toMatch(/error/);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/done: 8 steps/);
@@ -82,7 +82,7 @@ describe.runIf(hasShared)('sdtrain lora / merge', () => {
     for (const f of ['config.resolved.yaml', 'loss.jsonl', 'loss.png', 'learn.safetensors', 'checkpoints/step-4/learn.safetensors', 'checkpoints/step-8/trainer_state.safetensors']) {
       expect(readdirSync(join(dir, 'runs', 'learn', ...f.split('/').slice(0, -1))), f).toContain(f.split('/').at(-1));
     }
-    const frozen = train('frozen', 'training.learning_rate=1e-12');
+    const frozen = await train('frozen', 'training.learning_rate=1e-12');
     expect(frozen.code).toBe(0);
     // Same seed: same batches, timesteps and noise; only the LoRA differs. Learning lowers the later losses.
     const a = losses(join(dir, 'runs', 'learn'));
@@ -93,8 +93,8 @@ describe.runIf(hasShared)('sdtrain lora / merge', () => {
     expect(mean(a.slice(4))).toBeLessThan(mean(b.slice(4)));
   });
 
-  it('the export is a kohya LoRA (inspect), with ss_* metadata and text-encoder modules', () => {
-    const r = sdtrain(['inspect', lora(), '--json']);
+  it('the export is a kohya LoRA (inspect), with ss_* metadata and text-encoder modules', async () => {
+    const r = await sdtrain(['inspect', lora(), '--json']);
     expect(r.code).toBe(0);
     const [report] = JSON.parse(r.stdout) as Array<{ tensorCount: number; dtypes: Record<string, number>; metadata: Record<string, string>; detection: { kind: string; layout: string; details: { modules: number; text_encoder_modules: number; rank: number; alpha: number } } }>;
     expect(report!.detection).toMatchObject({ kind: 'lora', layout: 'kohya', details: { rank: 4, alpha: 2 } });
@@ -127,9 +127,9 @@ describe.runIf(hasShared)('sdtrain lora / merge', () => {
     expect(maxDiff(one, base)).toBeGreaterThan(2);
   });
 
-  it('prior preservation: instance_data_dir + class images generated with the base model, counted in the metadata', () => {
+  it('prior preservation: instance_data_dir + class images generated with the base model, counted in the metadata', async () => {
     const classDir = join(dir, 'class-images');
-    const r = train(
+    const r = await train(
       'prior',
       'data.datasets=[]',
       `lora.instance_data_dir=${join(dir, 'images')}`,
@@ -146,7 +146,7 @@ describe.runIf(hasShared)('sdtrain lora / merge', () => {
     expect(r.stderr).toMatch(/class images: 0 found in .*, 2 generated/);
     expect(readdirSync(classDir).filter((f) => f.endsWith('.png'))).toHaveLength(2);
     expect(losses(join(dir, 'runs', 'prior'))).toHaveLength(2);
-    const info = sdtrain(['inspect', join(dir, 'runs', 'prior', 'prior.safetensors'), '--json']);
+    const info = await sdtrain(['inspect', join(dir, 'runs', 'prior', 'prior.safetensors'), '--json']);
     const [rep] = JSON.parse(info.stdout) as Array<{ metadata: Record<string, string> }>;
     expect(rep!.metadata).toMatchObject({ ss_num_reg_images: '2', ss_num_train_images: '4', ss_prior_loss_weight: '1.0' });
     expect(JSON.parse(rep!.metadata.ss_tag_frequency!)).toEqual({ images: { 'a photo of sks ball': 4 } });
@@ -164,7 +164,7 @@ describe.runIf(hasShared)('sdtrain lora / merge', () => {
       const folder = join(dir, 'merged-folder');
       const file = join(dir, 'merged.safetensors');
       for (const out of [folder, file]) {
-        const r = sdtrain(['merge', '--model', MODEL, '--lora', `${lora()}:1`, '--out', out, '--backend', 'wasm']);
+        const r = await sdtrain(['merge', '--model', MODEL, '--lora', `${lora()}:1`, '--out', out, '--backend', 'wasm']);
         expect(r.stderr).not.toMatch(/error|warning/);
         expect(r.code).toBe(0);
         expect(r.stderr).toMatch(/merged 1 LoRA file\(s\) into 128 weights/);
@@ -185,20 +185,20 @@ describe.runIf(hasShared)('sdtrain lora / merge', () => {
           expect(Buffer.from((p.t.dataSync() as Float32Array).buffer).equals(Buffer.from((a.get(k)!.t.dataSync() as Float32Array).buffer)), `${part}.${k}`).toBe(true);
         }
       }
-      const info = sdtrain(['inspect', file, '--json']);
+      const info = await sdtrain(['inspect', file, '--json']);
       const [rep] = JSON.parse(info.stdout) as Array<{ metadata: Record<string, string>; detection: { kind: string; layout: string } }>;
       expect(rep!.detection.layout).toBe('original');
       expect(JSON.parse(rep!.metadata['sdtrain.merged_loras']!)).toMatchObject([{ file: 'learn.safetensors', weight: 1 }]);
     });
 
-    it('bad input: an SD 1.5 LoRA on the tiny model, an existing --out, an unknown target', () => {
-      const wrong = sdtrain(['merge', '--model', MODEL, '--lora', fixture('formats', 'kohya_lora_sd15_r4.safetensors'), '--out', join(dir, 'x.safetensors'), '--backend', 'wasm']);
+    it('bad input: an SD 1.5 LoRA on the tiny model, an existing --out, an unknown target', async () => {
+      const wrong = await sdtrain(['merge', '--model', MODEL, '--lora', fixture('formats', 'kohya_lora_sd15_r4.safetensors'), '--out', join(dir, 'x.safetensors'), '--backend', 'wasm']);
       expect(wrong.code).not.toBe(0);
       expect(wrong.stderr).toMatch(/does not fit the model/);
-      const exists = sdtrain(['merge', '--model', MODEL, '--lora', lora(), '--out', join(dir, 'merged.safetensors'), '--backend', 'wasm']);
+      const exists = await sdtrain(['merge', '--model', MODEL, '--lora', lora(), '--out', join(dir, 'merged.safetensors'), '--backend', 'wasm']);
       expect(exists.code).toBe(2);
       expect(exists.stderr).toMatch(/exists; pass --overwrite/);
-      const bad = train('bad', 'lora.targets=[to_qq]');
+      const bad = await train('bad', 'lora.targets=[to_qq]');
       expect(bad.code).toBe(2);
       expect(bad.stderr).toMatch(/lora\.targets: 'to_qq' selects no layer/);
     });

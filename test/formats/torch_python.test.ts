@@ -152,7 +152,7 @@ describe.runIf(torchPython)(`real PyTorch (${torchPython ?? 'not installed'})`, 
       ['zip64.pt', embedding, { zip64: true }],
     ];
     for (const [name, root, opts] of files) await writeTorchFile(join(tmp(), name), root, opts);
-    const out = runPythonJson<Record<string, { error?: string; desc?: Desc; crc?: string | null }>>(
+    const out = await runPythonJson<Record<string, { error?: string; desc?: Desc; crc?: string | null }>>(
       `${DESCRIBE_PY}
 res = {}
 for path in sys.argv[1:]:
@@ -198,7 +198,7 @@ print(json.dumps(res))`,
     ]);
     const path = join(tmp(), 'hn.pt');
     await writeTorchFile(path, root);
-    const out = runPythonJson<{ weights_only: string; torch_save_weights_only: string; desc: Desc; version: string }>(
+    const out = await runPythonJson<{ weights_only: string; torch_save_weights_only: string; desc: Desc; version: string }>(
       `${DESCRIBE_PY}
 path = sys.argv[1]
 def try_load(p):
@@ -225,7 +225,7 @@ print(json.dumps({'weights_only': own, 'torch_save_weights_only': try_load(path 
 
   it('files torch.save writes read back correctly: all dtypes, transposed/sliced/expanded views, shared storage, nested containers, ParameterDict, numpy scalars, deflated re-zip', async () => {
     const dir = tmp();
-    const out = runPythonJson<Record<string, Desc | string>>(
+    const out = await runPythonJson<Record<string, Desc | string>>(
       `${DESCRIBE_PY}
 import os
 d = sys.argv[1]
@@ -288,7 +288,7 @@ print(json.dumps(res))`,
     const a = join(tmp(), 'ours.pt');
     const b = join(tmp(), 'theirs.pt');
     await writeTorchFile(a, root);
-    runPythonJson(`import sys, json, torch\ntorch.save(torch.load(sys.argv[1], weights_only=True), sys.argv[2])\nprint('{}')`, [a, b]);
+    await runPythonJson(`import sys, json, torch\ntorch.save(torch.load(sys.argv[1], weights_only=True), sys.argv[2])\nprint('{}')`, [a, b]);
     const ours = await openTorchFile(a);
     const theirs = await openTorchFile(b);
     for (const t of ours.tensors) {

@@ -166,7 +166,7 @@ describe.runIf(torchPython)("real torch + A1111's loader code (a1111_reference.p
       files.set(path, hn);
     }
     const script = readFileSync(fileURLToPath(new URL('./a1111_reference.py', import.meta.url)), 'utf8');
-    const ref = runPythonJson<{ version: string; activation_names: string[]; files: Record<string, RefFile> }>(script, [...files.keys()]);
+    const ref = await runPythonJson<{ version: string; activation_names: string[]; files: Record<string, RefFile> }>(script, [...files.keys()]);
 
     // A1111's activation table on this torch, minus what it cannot build, is ours
     expect(ref.activation_names.filter((n) => !['threshold', 'glu', 'multiheadattention'].includes(n)).sort()).toEqual([...ACTIVATION_NAMES].sort());

@@ -121,7 +121,7 @@ describe.runIf(hasShared && torchPython)('parity runner on an unseen fixture dir
 
   beforeAll(async () => {
     const root = tmp();
-    runPythonJson(MAKE_FIXTURE, [root, fixture('tokenizer', 'cases.json')]);
+    await runPythonJson(MAKE_FIXTURE, [root, fixture('tokenizer', 'cases.json')]);
     // the tiny-sd1 BPE files, with SD2's pad token "!" (id 0)
     const tokDir = join(root, 'sd2ish', 'tokenizer');
     mkdirSync(tokDir, { recursive: true });

@@ -3,7 +3,6 @@
 // evaluation leaves no tensors behind (with extra networks applied, on the tiny SD1 fixture); and `--quick` end to end
 // on the real tiny-shapes model: every method trains, exports, loads, samples, classifies and prints.
 import * as tf from '@tensorflow/tfjs';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +37,7 @@ import {
   type Probe,
   type ProbeResult,
 } from '../../src/shapes/learning.js';
+import { runAsync } from '../helpers/cli.js';
 import { fixture, hasShared } from '../helpers/shared.js';
 
 type Attrs = ProbeResult['images'][number]['classification'];
@@ -250,17 +250,17 @@ describe('bench:learning --quick', () => {
   const work = mkdtempSync(join(tmpdir(), 'sdtrain-learning-'));
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-  it.skipIf(missing.length > 0)(`trains, samples and judges every method end to end on checkpoints/tiny-shapes${skipReason}`, () => {
+  it.skipIf(missing.length > 0)(`trains, samples and judges every method end to end on checkpoints/tiny-shapes${skipReason}`, async () => {
     const bench = packagePath('dist', 'bench', 'learning.js');
     if (!existsSync(bench)) throw new Error(`${bench} is missing: run 'npm run build' (npm test does it first)`);
     const json = join(work, 'report.json');
     // --model names the default model explicitly so DreamBooth's class images go to the work folder, not the config's.
-    const r = spawnSync(
+    const r = await runAsync(
       process.execPath,
       [bench, '--quick', '--methods', METHODS.join(','), '--model', packagePath('checkpoints', 'tiny-shapes'), '--work', work, '--json', json],
-      { cwd: packagePath(), encoding: 'utf8', timeout: 240_000 }, // ~1 min on 2 cores
+      { cwd: packagePath(), timeoutMs: 240_000 }, // ~1 min on 2 cores
     );
-    expect(r.status, r.stderr).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     for (const m of METHODS) {
       expect(r.stdout).toMatch(new RegExp(`^${m}: `, 'm'));
     }

@@ -165,7 +165,7 @@ describe.runIf(hasShared)('hypernetwork training (tiny SD1)', () => {
       // A1111's loader (a1111_reference.py: torch.load + Hypernetwork.load's strict load_state_dict) on the trained file
       const script = readFileSync(fileURLToPath(new URL('../hypernetwork/a1111_reference.py', import.meta.url)), 'utf8');
       const pt = summary.files[1]!;
-      const ref = runPythonJson<{ files: Record<string, { int_keys: number[]; types: Record<string, unknown>; metadata: Record<string, unknown>; sequences: Record<string, string[]>; outputs: Record<string, Record<string, [number[][][], number[][][]]>> }> }>(script, [pt]);
+      const ref = await runPythonJson<{ files: Record<string, { int_keys: number[]; types: Record<string, unknown>; metadata: Record<string, unknown>; sequences: Record<string, string[]>; outputs: Record<string, Record<string, [number[][][], number[][][]]>> }> }>(script, [pt]);
       const r = ref.files[pt]!;
       expect(r.int_keys).toEqual([32, 64]);
       expect(r.types).toMatchObject({

@@ -189,13 +189,13 @@ for g, lr in zip(${JSON.stringify(GRADS)}, ${JSON.stringify(LRS)}):
     out.append(p.detach().reshape(-1).tolist())
 print(json.dumps(out))`;
 
-  it('AdamW(betas=(0.9, 0.999), weight_decay=0.01, eps=1e-8)', () => {
-    const ref = runPythonJson<number[][]>(script('torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.999), weight_decay=0.01, eps=1e-8)'));
+  it('AdamW(betas=(0.9, 0.999), weight_decay=0.01, eps=1e-8)', async () => {
+    const ref = await runPythonJson<number[][]>(script('torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.999), weight_decay=0.01, eps=1e-8)'));
     expectClose(run(new AdamW({ betas: [0.9, 0.999], weightDecay: 0.01, eps: 1e-8 })), ref, 1e-6);
   });
 
-  it('SGD(momentum=0.9, weight_decay=0.1)', () => {
-    const ref = runPythonJson<number[][]>(script('torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1)'));
+  it('SGD(momentum=0.9, weight_decay=0.1)', async () => {
+    const ref = await runPythonJson<number[][]>(script('torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1)'));
     expectClose(run(new SGD({ momentum: 0.9, weightDecay: 0.1 })), ref, 1e-6);
   });
 });

@@ -113,7 +113,7 @@ describe.runIf(hasShared)('textual inversion (tiny SD1)', () => {
     expect(embeddingFileStem('<my:cat?>')).toBe('mycat');
     if (torchPython) {
       // what A1111's Embedding loader sees (torch.load of the .pt)
-      const seen = runPythonJson<Record<string, unknown>>(
+      const seen = await runPythonJson<Record<string, unknown>>(
         `import json, sys, torch\nd = torch.load(sys.argv[1])\np = d['string_to_param']['*']\nprint(json.dumps({'keys': sorted(d), 'token': d['string_to_token'], 'shape': list(p.shape), 'requires_grad': p.requires_grad, 'dtype': str(p.dtype), 'name': d['name'], 'step': d['step'], 'ckpt': d['sd_checkpoint'], 'sum': float(p.double().sum())}))`,
         [files[1]!],
       );
