@@ -13,6 +13,8 @@ import { generate } from '../pipelines/generate.js';
 import { loadModel, makeModel, readModelConfigs, type SdModel } from '../pipelines/model.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
 import { DatasetBatchSource } from '../training/dataset_source.js';
+import { ensureClassImages } from '../training/class_images.js';
+import { PriorPreservationSource } from '../training/dreambooth.js';
 import { diffusionSetup, train } from '../training/loop.js';
 import type { BatchSource, TrainingMethod, TrainSummary } from '../training/types.js';
 import { chooseBackend } from './backend_choice.js';
@@ -53,6 +55,48 @@ export interface SourceContext<C extends TrainConfig> {
   /** Prints a line above the progress bar. */
   log(message: string): void;
   progress: { start(total: number, label: string): void; update(done: number): void; stop(): void };
+}
+
+/** Prior preservation as DreamBooth and LoRA configs describe it: class images in `dir`, made with the base model. */
+export interface PriorSpec {
+  dir: string;
+  prompt: string;
+  count: number;
+  lossWeight: number;
+  /** The class images as a dataset config (the class folder, class prompt as caption). */
+  data: DataConfig;
+}
+
+/**
+ * The instance dataset paired with class images: generates the missing ones first (with the run's preview sampler
+ * settings, at the training resolution), then serves instance and class batches together (PriorPreservationSource).
+ */
+export async function priorPreservationSource<C extends TrainConfig>(ctx: SourceContext<C>, instance: Dataset, prior: PriorSpec): Promise<PriorPreservationSource> {
+  const { cfg, model, warn, log, progress } = ctx;
+  const p = cfg.training.preview;
+  let started = false;
+  const report = await ensureClassImages(model, {
+    dir: prior.dir,
+    prompt: prior.prompt,
+    count: prior.count,
+    seed: cfg.seed,
+    width: cfg.data.resolution,
+    height: cfg.data.resolution,
+    sampler: p.sampler,
+    steps: p.steps,
+    cfgScale: p.cfg_scale,
+    negativePrompt: p.negative_prompt,
+    ...(cfg.training.attention_slice_size !== undefined ? { attentionSliceSize: cfg.training.attention_slice_size } : {}),
+    onWarning: warn,
+    onProgress: ({ done, total }) => {
+      if (!started) progress.start(total, `generating class images (${p.sampler}, ${p.steps} steps)`);
+      started = true;
+      progress.update(done);
+    },
+  });
+  progress.stop();
+  log(`class images: ${report.existing} found in ${prior.dir}, ${report.generated.length} generated`);
+  return new PriorPreservationSource(instance, await ctx.open(prior.data), prior.lossWeight);
 }
 
 const timestamp = (): string => new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);

@@ -5,7 +5,6 @@ import { formatBytes } from '../../backend/backend.js';
 import { estimateJob, type TrainingJob } from '../../backend/memory.js';
 import { loadCommandConfig, type DreamboothConfig } from '../../config/schema.js';
 import { SD_SCHEDULER } from '../../models/presets.js';
-import { ensureClassImages } from '../../training/class_images.js';
 import { DatasetBatchSource } from '../../training/dataset_source.js';
 import {
   checkPriorPreservation,
@@ -13,9 +12,8 @@ import {
   DreamBooth,
   dreamboothMetadata,
   instanceDataConfig,
-  PriorPreservationSource,
 } from '../../training/dreambooth.js';
-import { runTraining, renderSummary, type MethodFactory } from '../train_run.js';
+import { priorPreservationSource, runTraining, renderSummary, type MethodFactory } from '../train_run.js';
 
 interface Args {
   config: string;
@@ -81,35 +79,12 @@ const dreamboothFactory: MethodFactory<DreamboothConfig> = {
   },
   // Instance images (data.datasets + dreambooth.instance_data_dir); with prior preservation, the class images too,
   // generated first with the base model where the class folder has fewer than num_class_images.
-  source: async ({ cfg, model, open, warn, log, progress }) => {
+  source: async (ctx) => {
+    const { cfg, open } = ctx;
     const d = cfg.dreambooth;
     const instance = await open(instanceDataConfig(cfg));
     if (!d.with_prior_preservation) return new DatasetBatchSource(instance);
-    const p = cfg.training.preview;
-    let started = false;
-    const report = await ensureClassImages(model, {
-      dir: d.class_data_dir!,
-      prompt: d.class_prompt!,
-      count: d.num_class_images,
-      seed: cfg.seed,
-      width: cfg.data.resolution,
-      height: cfg.data.resolution,
-      sampler: p.sampler,
-      steps: p.steps,
-      cfgScale: p.cfg_scale,
-      negativePrompt: p.negative_prompt,
-      ...(cfg.training.attention_slice_size !== undefined ? { attentionSliceSize: cfg.training.attention_slice_size } : {}),
-      onWarning: warn,
-      onProgress: ({ done, total }) => {
-        if (!started) progress.start(total, `generating class images (${p.sampler}, ${p.steps} steps)`);
-        started = true;
-        progress.update(done);
-      },
-    });
-    progress.stop();
-    log(`class images: ${report.existing} found in ${d.class_data_dir}, ${report.generated.length} generated`);
-    const classes = await open(classDataConfig(cfg));
-    return new PriorPreservationSource(instance, classes, d.prior_loss_weight);
+    return priorPreservationSource(ctx, instance, { dir: d.class_data_dir!, prompt: d.class_prompt!, count: d.num_class_images, lossWeight: d.prior_loss_weight, data: classDataConfig(cfg) });
   },
 };
 

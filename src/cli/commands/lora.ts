@@ -6,11 +6,10 @@ import type { Dataset } from '../../data/dataset.js';
 import type { DataConfig } from '../../data/types.js';
 import { ConfigError } from '../../errors.js';
 import type { LoraDType } from '../../lora/write.js';
-import { ensureClassImages } from '../../training/class_images.js';
 import { DatasetBatchSource } from '../../training/dataset_source.js';
-import { classDataConfig, instanceDataConfig, PriorPreservationSource } from '../../training/dreambooth.js';
+import { classDataConfig, instanceDataConfig } from '../../training/dreambooth.js';
 import { LoraTraining } from '../../training/lora.js';
-import { runTraining, renderSummary, type MethodFactory } from '../train_run.js';
+import { priorPreservationSource, runTraining, renderSummary, type MethodFactory } from '../train_run.js';
 
 interface Args {
   config: string;
@@ -106,35 +105,13 @@ function loraFactory(precision: LoraDType): MethodFactory<LoraConfig> {
     // Instance images (data.datasets + lora.instance_data_dir); with prior preservation, the class images too, made
     // first where the class folder has fewer than num_class_images. The LoRA is installed by then, but its up
     // weights are 0 until training starts (restored ones only inside the loop), so they are the base model's images.
-    source: async ({ cfg, model, open, warn, log, progress }) => {
+    source: async (ctx) => {
+      const { cfg, open } = ctx;
       const l = cfg.lora;
       const instance = await open(instanceData(cfg));
       method?.addMetadata(datasetMetadata(instance, cfg));
       if (!l.with_prior_preservation) return new DatasetBatchSource(instance);
-      const p = cfg.training.preview;
-      let started = false;
-      const report = await ensureClassImages(model, {
-        dir: l.class_data_dir!,
-        prompt: l.class_prompt!,
-        count: l.num_class_images,
-        seed: cfg.seed,
-        width: cfg.data.resolution,
-        height: cfg.data.resolution,
-        sampler: p.sampler,
-        steps: p.steps,
-        cfgScale: p.cfg_scale,
-        negativePrompt: p.negative_prompt,
-        ...(cfg.training.attention_slice_size !== undefined ? { attentionSliceSize: cfg.training.attention_slice_size } : {}),
-        onWarning: warn,
-        onProgress: ({ done, total }) => {
-          if (!started) progress.start(total, `generating class images (${p.sampler}, ${p.steps} steps)`);
-          started = true;
-          progress.update(done);
-        },
-      });
-      progress.stop();
-      log(`class images: ${report.existing} found in ${l.class_data_dir}, ${report.generated.length} generated`);
-      return new PriorPreservationSource(instance, await open(classDataConfig(asPriorConfig(cfg))), l.prior_loss_weight);
+      return priorPreservationSource(ctx, instance, { dir: l.class_data_dir!, prompt: l.class_prompt!, count: l.num_class_images, lossWeight: l.prior_loss_weight, data: classDataConfig(asPriorConfig(cfg)) });
     },
   };
 }
