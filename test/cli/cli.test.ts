@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { packageVersion } from '../../src/paths.js';
+import { packagePath, packageVersion } from '../../src/paths.js';
 import { sdtrain } from '../helpers/cli.js';
 import { fixture } from '../helpers/shared.js';
 import { writeZip } from '../helpers/zip.js';
@@ -157,6 +157,20 @@ describe('sdtrain tokenize', () => {
   it('a prompt over 75 tokens says it is truncated', async () => {
     const r = await sdtrain(['tokenize', Array.from({ length: 80 }, () => 'cat').join(' ')]);
     expect(r.stdout).toMatch(/80 of 75 tokens used \(truncated/);
+  });
+});
+
+describe('sdtrain dataset check', () => {
+  it('shows what each shapes config trains on, DreamBooth instance_data_dir included', async () => {
+    const counts: Record<string, number> = {};
+    for (const m of ['embed', 'hypernetwork', 'dreambooth', 'lora']) {
+      const r = await sdtrain(['dataset', 'check', '--config', packagePath('configs', `shapes-${m}.yaml`), '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      counts[m] = (JSON.parse(r.stdout) as { totalImages: number }).totalImages;
+    }
+    expect(counts).toEqual({ embed: 24, hypernetwork: 48, dreambooth: 16, lora: 48 });
+    const r = await sdtrain(['dataset', 'check', '--config', packagePath('configs', 'shapes-dreambooth.yaml'), '--json']);
+    expect((JSON.parse(r.stdout) as { subsets: Array<{ examples: Array<{ caption: string }> }> }).subsets[0]!.examples[0]!.caption).toBe('a red sks square on a white background');
   });
 });
 

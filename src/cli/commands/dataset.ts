@@ -2,6 +2,9 @@ import type { CommandModule } from 'yargs';
 import { TRAIN_METHODS, type TrainConfig, type TrainMethod } from '../../config/schema.js';
 import { openDataset } from '../../data/dataset.js';
 import { summarizeDataset, type DatasetSummary } from '../../data/summary.js';
+import type { DataConfig } from '../../data/types.js';
+import { instanceDataConfig } from '../../training/dreambooth.js';
+import { instanceData as loraInstanceData } from './lora.js';
 import { loadConfigFor } from '../config_file.js';
 import { formatCount, keyValueTable } from '../render.js';
 
@@ -15,6 +18,13 @@ interface Args {
 }
 
 /** The word that stands for [name] in templates: the placeholder (embed) or nothing. */
+/** The images a run trains on: data.datasets, plus DreamBooth's or LoRA's instance_data_dir. */
+function trainingData(cfg: TrainConfig): DataConfig {
+  if ('dreambooth' in cfg) return instanceDataConfig(cfg);
+  if ('lora' in cfg) return loraInstanceData(cfg);
+  return cfg.data;
+}
+
 function templateToken(cfg: TrainConfig): string | undefined {
   return 'embed' in cfg ? cfg.embed.placeholder_token : undefined;
 }
@@ -59,7 +69,7 @@ export const dataset: CommandModule<object, Args> = {
     const { loaded } = await loadConfigFor(argv.config, argv.for, argv.set, true);
     const cfg = loaded.config as TrainConfig;
     const warnings: string[] = [];
-    const ds = await openDataset(cfg.data, {
+    const ds = await openDataset(trainingData(cfg), {
       seed: cfg.seed,
       batchSize: cfg.training.batch_size,
       token: templateToken(cfg),

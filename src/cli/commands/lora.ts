@@ -56,7 +56,8 @@ function datasetMetadata(ds: Dataset, cfg: LoraConfig): Record<string, string> {
 const asPriorConfig = (cfg: LoraConfig) => ({ data: cfg.data, dreambooth: cfg.lora as unknown as DreamboothConfig['dreambooth'] });
 
 /** data.datasets plus lora.instance_data_dir (every image captioned lora.instance_prompt). */
-const instanceData = (cfg: LoraConfig): DataConfig => instanceDataConfig(asPriorConfig(cfg));
+/** The images a LoRA run trains on: data.datasets plus lora.instance_data_dir. */
+export const instanceData = (cfg: LoraConfig): DataConfig => instanceDataConfig(asPriorConfig(cfg));
 
 function loraFactory(precision: LoraDType): MethodFactory<LoraConfig> {
   // build() runs before source(): the dataset's metadata reaches the method once the data is open.
