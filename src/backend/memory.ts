@@ -394,8 +394,6 @@ export interface SamplingJob {
   contextTokens?: number;
 }
 
-/** The VAE's downsampling factor (8 for SD's 4 levels). */
-
 function weightParts(configs: PipelineConfigs): Record<string, number> {
   const w = componentWeightBytes(configs);
   return { 'weights.unet': w.unet, 'weights.vae': w.vae, 'weights.text_encoder': w.text_encoder };

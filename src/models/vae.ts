@@ -22,13 +22,13 @@ export interface AutoencoderKLConfig {
   scaling_factor: number;
 }
 
+/** Pixels per latent along each side: 2^(levels − 1), diffusers' vae_scale_factor (8 for SD, 4 for tiny-shapes). */
+export const vaeScaleFactor = (c: Pick<AutoencoderKLConfig, 'block_out_channels'>): number => 2 ** (c.block_out_channels.length - 1);
+
 /**
  * Read a diffusers `vae/config.json` (already JSON-parsed): fills diffusers' defaults (v0.27.2 signature) and throws a
  * ConfigError naming the key for anything outside the SD autoencoder.
  */
-/** Pixels per latent along each side: 2^(levels − 1), diffusers' vae_scale_factor (8 for SD, 4 for tiny-shapes). */
-export const vaeScaleFactor = (c: Pick<AutoencoderKLConfig, 'block_out_channels'>): number => 2 ** (c.block_out_channels.length - 1);
-
 export function parseVaeConfig(json: unknown, source = 'vae config'): AutoencoderKLConfig {
   const r = new ConfigReader(json, source);
   const sd = 'sdtrain implements the Stable Diffusion AutoencoderKL';

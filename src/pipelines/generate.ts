@@ -21,7 +21,8 @@ import { applyExtras, type AppliedExtras, type ExtraNetworksRequest } from './ex
 import { encodePng, imageSize, imageTensor, loadImage, loadMask, outpaintCanvas, toUint8, type FloatImage, type ImageSource, type OutpaintPadding, type ResizeMode } from './images.js';
 import { imageInfotext, type ImageInfo } from './infotext_params.js';
 import type { SdModel } from './model.js';
-import { decodeLatents, sampleLatents, vaeFactor } from './sample.js';
+import { decodeLatents, sampleLatents } from './sample.js';
+import { vaeScaleFactor } from '../models/vae.js';
 
 export interface GenerateRequest extends ExtraNetworksRequest {
   prompt: string;
@@ -110,7 +111,7 @@ export function seedNoise(seeds: readonly number[]): NoiseSource {
 }
 
 function validate(model: SdModel, r: GenerateRequest): void {
-  const f = vaeFactor(model.vae);
+  const f = vaeScaleFactor(model.vae.config);
   const whole = (key: string, v: unknown, min: number) => {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new SdtrainError(`${key} must be a whole number >= ${min}, got ${String(v)}`);
   };

@@ -59,9 +59,6 @@ export interface SamplingNetworks {
   vae: AutoencoderKL;
 }
 
-/** Spatial downsampling factor of the VAE (8 for SD's four levels). */
-export const vaeFactor = (vae: AutoencoderKL): number => vaeScaleFactor(vae.config);
-
 /** diffusers' `add_noise` at position `index` of the sampler's schedule (σ-samplers: that step's σ, as diffusers 0.27 uses its step index). */
 function noiseAtIndex(sampler: Sampler, x0: tf.Tensor4D, noise: tf.Tensor4D, index: number): tf.Tensor4D {
   if (!sampler.sigmas) return sampler.addNoise(x0, noise, sampler.timesteps[index]!);
@@ -90,7 +87,7 @@ function imageLatents(vae: AutoencoderKL, image: tf.Tensor4D, eps: tf.Tensor4D, 
  */
 export function* sampleLatents(net: SamplingNetworks, spec: SampleSpec): Generator<SamplerStepEvent, SampleOutcome> {
   const { unet, vae } = net;
-  const f = vaeFactor(vae);
+  const f = vaeScaleFactor(vae.config);
   const [h, w, c] = [spec.height / f, spec.width / f, vae.config.latent_channels];
   if (!Number.isInteger(h) || !Number.isInteger(w)) throw new RangeError(`image size ${spec.width}×${spec.height} is not a multiple of ${f}`);
   if (spec.mask && !spec.init) throw new RangeError('a mask needs an init image');

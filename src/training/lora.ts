@@ -25,7 +25,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { join } from 'node:path';
 import { learningRateSchedule, rateAt } from '../config/schedules.js';
-import type { LoraConfig } from '../config/schema.js';
+import type { DreamboothConfig, LoraConfig } from '../config/schema.js';
+import type { DataConfig } from '../data/types.js';
 import { deriveSeed } from '../data/rng.js';
 import { ConfigError } from '../errors.js';
 import { installLoras, type InstalledLoras, type LoraAdapter, type LoraSpec } from '../lora/adapter.js';
@@ -36,6 +37,7 @@ import type { CLIPTextModel } from '../models/clip_text.js';
 import type { UNet2DConditionModel } from '../models/unet.js';
 import { packageVersion } from '../paths.js';
 import type { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
+import { classDataConfig, instanceDataConfig } from './dreambooth.js';
 import { embeddingFileStem } from './textual_inversion.js';
 import type { StepContext, TrainBatch, TrainingMethod } from './types.js';
 
@@ -303,3 +305,13 @@ export class LoraTraining implements TrainingMethod {
     this.installed.remove();
   }
 }
+
+// Prior preservation is DreamBooth's (dreambooth.ts, class_images.ts): the same keys in the lora section
+// (instance_data_dir, instance_prompt, class_data_dir, class_prompt), so DreamBooth's data configs serve it.
+const asPriorConfig = (cfg: Pick<LoraConfig, 'data' | 'lora'>) => ({ data: cfg.data, dreambooth: cfg.lora as unknown as DreamboothConfig['dreambooth'] });
+
+/** The images a LoRA run trains on: data.datasets plus lora.instance_data_dir (every image captioned lora.instance_prompt). */
+export const loraInstanceDataConfig = (cfg: Pick<LoraConfig, 'data' | 'lora'>): DataConfig => instanceDataConfig(asPriorConfig(cfg));
+
+/** LoRA's class images (prior preservation) as a dataset. */
+export const loraClassDataConfig = (cfg: Pick<LoraConfig, 'data' | 'lora'>): DataConfig => classDataConfig(asPriorConfig(cfg));

@@ -4,7 +4,7 @@ import { openDataset } from '../../data/dataset.js';
 import { summarizeDataset, type DatasetSummary } from '../../data/summary.js';
 import type { DataConfig } from '../../data/types.js';
 import { instanceDataConfig } from '../../training/dreambooth.js';
-import { instanceData as loraInstanceData } from './lora.js';
+import { loraInstanceDataConfig } from '../../training/lora.js';
 import { loadConfigFor } from '../config_file.js';
 import { formatCount, keyValueTable } from '../render.js';
 
@@ -17,14 +17,14 @@ interface Args {
   examples?: number;
 }
 
-/** The word that stands for [name] in templates: the placeholder (embed) or nothing. */
 /** The images a run trains on: data.datasets, plus DreamBooth's or LoRA's instance_data_dir. */
 function trainingData(cfg: TrainConfig): DataConfig {
   if ('dreambooth' in cfg) return instanceDataConfig(cfg);
-  if ('lora' in cfg) return loraInstanceData(cfg);
+  if ('lora' in cfg) return loraInstanceDataConfig(cfg);
   return cfg.data;
 }
 
+/** The word that stands for [name] in templates: the placeholder (embed) or nothing. */
 function templateToken(cfg: TrainConfig): string | undefined {
   return 'embed' in cfg ? cfg.embed.placeholder_token : undefined;
 }

@@ -1,14 +1,12 @@
 // `sdtrain lora`: LoRA training from a YAML run config (src/training/lora.ts), saved in kohya format.
 import { basename, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { loadCommandConfig, type DreamboothConfig, type LoraConfig } from '../../config/schema.js';
+import { loadCommandConfig, type LoraConfig } from '../../config/schema.js';
 import type { Dataset } from '../../data/dataset.js';
-import type { DataConfig } from '../../data/types.js';
 import { ConfigError } from '../../errors.js';
 import type { LoraDType } from '../../lora/write.js';
 import { DatasetBatchSource } from '../../training/dataset_source.js';
-import { classDataConfig, instanceDataConfig } from '../../training/dreambooth.js';
-import { LoraTraining } from '../../training/lora.js';
+import { LoraTraining, loraClassDataConfig, loraInstanceDataConfig } from '../../training/lora.js';
 import { priorPreservationSource, runTraining, renderSummary, type MethodFactory } from '../train_run.js';
 
 interface Args {
@@ -50,14 +48,6 @@ function datasetMetadata(ds: Dataset, cfg: LoraConfig): Record<string, string> {
     ss_num_reg_images: String(cfg.lora.with_prior_preservation ? cfg.lora.num_class_images : 0),
   };
 }
-
-// Prior preservation is DreamBooth's (src/training/dreambooth.ts, class_images.ts): the same keys in the lora section,
-// the same instance/class datasets, class-image generation and loss weights. Its helpers read only those keys.
-const asPriorConfig = (cfg: LoraConfig) => ({ data: cfg.data, dreambooth: cfg.lora as unknown as DreamboothConfig['dreambooth'] });
-
-/** data.datasets plus lora.instance_data_dir (every image captioned lora.instance_prompt). */
-/** The images a LoRA run trains on: data.datasets plus lora.instance_data_dir. */
-export const instanceData = (cfg: LoraConfig): DataConfig => instanceDataConfig(asPriorConfig(cfg));
 
 function loraFactory(precision: LoraDType): MethodFactory<LoraConfig> {
   // build() runs before source(): the dataset's metadata reaches the method once the data is open.
@@ -109,10 +99,10 @@ function loraFactory(precision: LoraDType): MethodFactory<LoraConfig> {
     source: async (ctx) => {
       const { cfg, open } = ctx;
       const l = cfg.lora;
-      const instance = await open(instanceData(cfg));
+      const instance = await open(loraInstanceDataConfig(cfg));
       method?.addMetadata(datasetMetadata(instance, cfg));
       if (!l.with_prior_preservation) return new DatasetBatchSource(instance);
-      return priorPreservationSource(ctx, instance, { dir: l.class_data_dir!, prompt: l.class_prompt!, count: l.num_class_images, lossWeight: l.prior_loss_weight, data: classDataConfig(asPriorConfig(cfg)) });
+      return priorPreservationSource(ctx, instance, { dir: l.class_data_dir!, prompt: l.class_prompt!, count: l.num_class_images, lossWeight: l.prior_loss_weight, data: loraClassDataConfig(cfg) });
     },
   };
 }
