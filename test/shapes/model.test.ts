@@ -116,6 +116,8 @@ describe('tiny-shapes config', () => {
     const model = { ...MICRO, unet: { ...MICRO.unet, cross_attention_dim: 16 } };
     expect(() => parseTinyShapesConfig({ model }, 'x.yaml')).toThrow(/cross_attention_dim \(16\) must equal model.text_encoder.hidden_size \(8\)/);
     expect(() => parseTinyShapesConfig({ model: MICRO, data: { hold_out: ['teal star'] } }, 'x.yaml')).toThrow(/unknown shape colour 'teal'/);
+    // a typo names the file and the key
+    expect(() => parseTinyShapesConfig({ model: MICRO, vae: { stepz: 10 } }, 'x.yaml')).toThrow(/x\.yaml:[\s\S]*vae[\s\S]*stepz/);
   });
 });
 
